@@ -1,0 +1,141 @@
+"""The `refbridge` command: run the service, show its state, work the dead-letter queue."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge import reports
+from bridge.ledger import Ledger
+from bridge.redis_client import REDIS_ERRORS, connect
+from config import ConfigError, Settings
+
+EMBEDDED_URL_FILE = Path(".refbridge") / "redis.url"
+
+
+class CliError(Exception):
+    """A failure to report as one line on standard error."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refbridge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run web, worker (and an embedded Redis) in one process tree")
+    run.add_argument("--host", default="127.0.0.1", help="address the web process binds")
+    run.add_argument("--port", type=int, default=None, help="web port (default $PORT or 8000)")
+    run.add_argument("--concurrency", type=int, default=4, help="worker processes")
+    run.add_argument(
+        "--data-dir", type=Path, default=Path(".refbridge"), help="embedded Redis data directory"
+    )
+    status = sub.add_parser("status", help="queue depth, retries, dead letters, counters")
+    status.add_argument("--json", action="store_true")
+    dlq = sub.add_parser("dlq", help="the dead-letter queue").add_subparsers(
+        dest="action", required=True
+    )
+    dlq.add_parser("list").add_argument("--json", action="store_true")
+    dlq.add_parser("show").add_argument("id")
+    for action in ("replay", "purge"):
+        cmd = dlq.add_parser(action)
+        cmd.add_argument("ids", nargs="*")
+        cmd.add_argument("--all", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from bridge.supervisor import run
+
+            return run(_settings(), args.host, args.port, args.concurrency, args.data_dir)
+        ledger = Ledger(connect(_redis_url(_settings())))
+        if args.command == "status":
+            return _status(ledger, args.json)
+        return _dlq(ledger, args)
+    except ConfigError as exc:
+        print(f"refbridge: configuration error: {exc}", file=sys.stderr)
+    except CliError as exc:
+        print(f"refbridge: {exc}", file=sys.stderr)
+    except REDIS_ERRORS as exc:
+        print(
+            f"refbridge: cannot reach Redis ({type(exc).__name__}); is it running?", file=sys.stderr
+        )
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _redis_url(settings: Settings) -> str:
+    if settings.redis_url:
+        return settings.redis_url
+    if EMBEDDED_URL_FILE.is_file():
+        return EMBEDDED_URL_FILE.read_text().strip()
+    raise ConfigError("REDIS_URL", "is not set (and no `refbridge run` here to find)")
+
+
+def _status(ledger: Ledger, as_json: bool) -> int:
+    data = reports.status(ledger)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return 0
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        print(f"{key.replace('_', ' '):<{width}}  {'-' if value is None else value}")
+    return 0
+
+
+def _dlq(ledger: Ledger, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        entries = reports.dead_letters(ledger)
+        print(json.dumps(entries, indent=2) if args.json else _table(entries))
+        return 0
+    if args.action == "show":
+        entry = reports.dead_letter_entry(ledger, args.id)
+        if entry is None:
+            raise CliError(f"no dead-letter entry {args.id!r}")
+        print(json.dumps(entry, indent=2))
+        return 0
+    if args.all == bool(args.ids):
+        raise CliError(f"dlq {args.action}: give entry ids or --all (not both)")
+    ids = ledger.dead_letter_ids() if args.all else args.ids
+    done = ledger.replay(ids) if args.action == "replay" else ledger.purge(ids)
+    verb = "replayed" if args.action == "replay" else "purged"
+    print(f"{verb} {len(done)} entr{'y' if len(done) == 1 else 'ies'}")
+    skipped = [i for i in ids if i not in done]
+    unknown = [i for i in skipped if ledger.get(i) is None]
+    for entry_id in set(skipped) - set(unknown):
+        state = (ledger.get(entry_id) or {}).get("status", "unknown")
+        print(
+            f"refbridge: {entry_id} is not dead-lettered (status {state}); left as is",
+            file=sys.stderr,
+        )
+    if unknown:
+        raise CliError(f"no such entry: {', '.join(unknown)}")
+    return 0
+
+
+def _table(entries: list[dict[str, Any]]) -> str:
+    if not entries:
+        return "dead-letter queue is empty"
+    rows = [("ID", "REASON", "STATUS", "ATTEMPTS", "LAST ATTEMPT")]
+    rows += [
+        (
+            e["id"],
+            e["reason"] or "-",
+            str(e["status"] or "-"),
+            str(e["attempts"]),
+            e["lastAttemptAt"] or "-",
+        )
+        for e in entries
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)

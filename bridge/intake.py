@@ -1,0 +1,74 @@
+"""Recording what arrived: a mapped conversion or a raw IPN becomes a leased ledger item."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+
+from bridge.conversion import Conversion
+from bridge.ledger import Claim, Ledger
+
+# A queued message should start within this; past it the item is claimed again.
+QUEUED_LEASE = 45.0
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Recorded and leased; the claim must be dispatched."""
+
+    claim: Claim
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """Already recorded (a provider resend, or another event for the same externalId)."""
+
+
+@dataclass(frozen=True)
+class Unattributed:
+    """A conversion with no attribution id: counted, never sent."""
+
+
+IntakeResult = Accepted | Duplicate | Unattributed
+
+
+def accept_conversion(
+    ledger: Ledger, conversion: Conversion, *, provider: str, event_id: str, received_at: float
+) -> IntakeResult:
+    """Record `conversion` for delivery unless it is unattributed or a duplicate."""
+    if not conversion.attributed:
+        ledger.count("unattributed")
+        return Unattributed()
+    fields: dict[str, str | float] = {
+        "kind": "conversion",
+        "provider": provider,
+        "event_id": event_id,
+        "external_id": conversion.external_id,
+        "payload": json.dumps(conversion.to_payload(), separators=(",", ":")),
+        "received_at": received_at,
+    }
+    seen = f"rb:seen:{provider}:{event_id}"
+    claim = ledger.enqueue(conversion.external_id, seen, fields, QUEUED_LEASE)
+    return Accepted(claim) if claim else Duplicate()
+
+
+def ipn_item_id(raw: bytes) -> str:
+    """The ledger id of a raw IPN message: PayPal resends the same bytes until it gets a 200."""
+    return "ipn_" + hashlib.sha256(raw).hexdigest()[:32]
+
+
+def accept_ipn(ledger: Ledger, raw: bytes, track_id: str) -> IntakeResult:
+    """Record a raw, not yet verified IPN message for verification by a worker."""
+    item = ipn_item_id(raw)
+    fields: dict[str, str | float] = {
+        "kind": "ipn",
+        "provider": "paypal",
+        "event_id": track_id or item,
+        "raw": base64.b64encode(raw).decode("ascii"),
+        "received_at": time.time(),
+    }
+    claim = ledger.enqueue(item, f"rb:seen:paypal-ipn:{item}", fields, QUEUED_LEASE)
+    return Accepted(claim) if claim else Duplicate()

@@ -1,0 +1,186 @@
+"""One attempt at a ledger item: deliver a conversion, or verify an IPN and map it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import requests
+import structlog
+
+from bridge import intake
+from bridge.conversion import Conversion, Ignored, Rejected
+from bridge.dispatch import Dispatch
+from bridge.ledger import KEEP_DONE, Claim, Ledger
+from bridge.outcomes import (
+    DeadLetter,
+    Delivered,
+    Invalid,
+    Outcome,
+    RetryLater,
+    Verified,
+    backoff_delay,
+)
+from bridge.paypal import map_ipn, parse_ipn
+from bridge.postback import post_conversion, verify_ipn
+from config import Settings
+
+log = structlog.get_logger("refbridge.worker")
+
+
+def run_lease(settings: Settings) -> float:
+    """How long one attempt may hold an item before it is presumed dead and claimed again."""
+    return max(30.0, 2 * settings.delivery_timeout + 10)
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What an attempt needs: the ledger, the HTTP session, settings and a dispatcher."""
+
+    ledger: Ledger
+    session: requests.Session
+    settings: Settings
+    dispatch: Dispatch
+    observe: Callable[[str, dict[str, str], Outcome], None] = lambda *_: None
+
+
+def process_item(worker: Worker, claim: Claim) -> str:
+    """Run one attempt under `claim`; a short word for what happened."""
+    item = worker.ledger.start(claim, run_lease(worker.settings))
+    if item is None:
+        return "stale"
+    bound = log.bind(
+        item=claim.item_id,
+        attempt=int(item.get("attempts", "1")),
+        provider_event_id=item.get("event_id"),
+    )
+    if item.get("kind") == "ipn":
+        outcome = _verify(worker, item)
+    else:
+        bound = bound.bind(externalId=item.get("external_id"))
+        outcome = _deliver(worker, item)
+    word = _record(worker, claim, item, outcome)
+    worker.observe(word, item, outcome)
+    bound.info("attempt_finished", outcome=word, status=getattr(outcome, "status", None))
+    return word
+
+
+def _deliver(worker: Worker, item: dict[str, str]) -> Outcome:
+    return post_conversion(worker.session, worker.settings, json.loads(item["payload"]))
+
+
+def _verify(worker: Worker, item: dict[str, str]) -> Outcome:
+    return verify_ipn(worker.session, worker.settings, base64.b64decode(item["raw"]))
+
+
+def _record(worker: Worker, claim: Claim, item: dict[str, str], outcome: Outcome) -> str:
+    ledger, now = worker.ledger, time.time()
+    attempt = {"last_attempt_at": now, "last_status": getattr(outcome, "status", "") or ""}
+    if isinstance(outcome, Delivered):
+        fields = {
+            **attempt,
+            "status": "delivered",
+            "delivered_at": now,
+            "conversion_id": outcome.conversion_id or "",
+            "last_error": "",
+        }
+        ledger.finish(claim, "done", KEEP_DONE, "delivered", fields)
+        ledger.note(last_delivered_at=now)
+        return "delivered"
+    if isinstance(outcome, Verified):
+        return _after_verified(worker, claim, item)
+    if isinstance(outcome, Invalid):
+        _reject(ledger, claim, item, "ipn_invalid")
+        return "rejected"
+    if isinstance(outcome, DeadLetter):
+        fields = {**attempt, "reason": outcome.reason, "last_error": outcome.error}
+        ledger.finish(claim, "dead", 0, "dead_lettered", fields)
+        ledger.note(last_error=f"{outcome.status} {outcome.reason}", last_error_at=now)
+        return "dead_lettered"
+    return _retry(worker, claim, item, outcome, attempt)
+
+
+def _retry(
+    worker: Worker,
+    claim: Claim,
+    item: dict[str, str],
+    outcome: RetryLater,
+    attempt: dict[str, str | float],
+) -> str:
+    settings, now = worker.settings, time.time()
+    delay = backoff_delay(
+        int(item.get("attempts", "1")),
+        settings.delivery_backoff_base,
+        settings.delivery_backoff_max,
+    )
+    if outcome.retry_after is not None:
+        delay = min(outcome.retry_after, settings.delivery_backoff_max)
+    fields = {**attempt, "last_error": outcome.error}
+    worker.ledger.note(
+        last_error=f"{outcome.status or ''} {outcome.error[:200]}".strip(), last_error_at=now
+    )
+    if now + delay > float(item["window_start"]) + settings.delivery_max_age:
+        worker.ledger.finish(claim, "dead", 0, "dead_lettered", {**fields, "reason": "exhausted"})
+        return "dead_lettered"
+    worker.ledger.finish(claim, "retry", now + delay, "retried", fields)
+    return "retried"
+
+
+def _reject(
+    ledger: Ledger, claim: Claim, item: dict[str, str], reason: str, detail: str = ""
+) -> None:
+    fields = {"status": "rejected", "reason": reason, "raw": ""}
+    ledger.finish(claim, "done", KEEP_DONE, "rejected", fields)
+    ledger.record_rejected(
+        json.dumps(
+            {
+                "id": claim.item_id,
+                "provider": item.get("provider"),
+                "event_id": item.get("event_id"),
+                "reason": reason,
+                "detail": detail,
+                "at": time.time(),
+            }
+        )
+    )
+
+
+def _after_verified(worker: Worker, claim: Claim, item: dict[str, str]) -> str:
+    raw = base64.b64decode(item["raw"])
+    fields = parse_ipn(raw)
+    result = map_ipn(
+        fields,
+        recurring=worker.settings.recurring_conversions,
+        receiver_emails=worker.settings.paypal_receiver_emails,
+    )
+    if isinstance(result, Rejected):
+        _reject(worker.ledger, claim, item, result.reason, result.detail)
+        return "rejected"
+    done = {"status": "verified", "raw": ""}
+    if isinstance(result, Ignored):
+        worker.ledger.finish(claim, "done", KEEP_DONE, "ignored", {**done, "reason": result.reason})
+        return "ignored"
+    return _accept_mapped(worker, claim, item, result, done)
+
+
+def _accept_mapped(
+    worker: Worker, claim: Claim, item: dict[str, str], conversion: Conversion, done: dict[str, str]
+) -> str:
+    accepted = intake.accept_conversion(
+        worker.ledger,
+        conversion,
+        provider="paypal",
+        event_id=conversion.external_id,
+        received_at=float(item.get("received_at", time.time())),
+    )
+    # Mark the IPN done only after its conversion is recorded: a crash in between re-verifies.
+    worker.ledger.finish(
+        claim, "done", KEEP_DONE, "", {**done, "external_id": conversion.external_id}
+    )
+    if isinstance(accepted, intake.Accepted):
+        worker.dispatch(accepted.claim)
+        return "verified"
+    return "duplicate" if isinstance(accepted, intake.Duplicate) else "unattributed"

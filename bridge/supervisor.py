@@ -1,0 +1,109 @@
+"""`refbridge run`: embedded Redis (when REDIS_URL is unset), web and worker, stopped together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import structlog
+
+from bridge.embedded_redis import EmbeddedRedis
+from bridge.logs import configure_logging
+from config import Settings
+
+log = structlog.get_logger("refbridge.run")
+
+
+def _children(host: str, port: int, concurrency: int) -> dict[str, list[str]]:
+    python = sys.executable
+    return {
+        "web": [
+            python,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            "2",
+            "--access-logfile",
+            "-",
+            "--graceful-timeout",
+            "10",
+            "bridge:create_app()",
+        ],
+        "worker": [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "celery_app",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(concurrency),
+            "-E",
+        ],
+    }
+
+
+def run(settings: Settings, host: str, port: int | None, concurrency: int, data_dir: Path) -> int:
+    """Start everything, wait for Ctrl-C (or a child's death), stop everything; exit status."""
+    configure_logging()
+    settings.require("REFCAMPAIGN_API_KEY")
+    env = dict(os.environ)
+    redis_server = None
+    if not settings.redis_url:
+        redis_server = EmbeddedRedis(data_dir.resolve()).start()
+        (data_dir / "redis.url").write_text(redis_server.url + "\n")
+        env["REDIS_URL"] = redis_server.url
+        log.info("embedded_redis_started", url=redis_server.url, data_dir=str(data_dir), aof=True)
+    web_port = port or int(env.get("PORT") or 8000)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def request_stop(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        for name, cmd in _children(host, web_port, concurrency).items():
+            # Own sessions: a Ctrl-C reaches us only, and we stop the children in order.
+            procs[name] = subprocess.Popen(cmd, env=env, start_new_session=True)
+        log.info(
+            "refbridge_running",
+            web=f"http://{host}:{web_port}",
+            pids={n: p.pid for n, p in procs.items()},
+        )
+        while not stopping:
+            dead = [n for n, p in procs.items() if p.poll() is not None]
+            if dead:
+                log.error("process_exited", process=dead[0], code=procs[dead[0]].returncode)
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        for name in ("web", "worker"):
+            if name in procs:
+                _stop(procs[name])
+        if redis_server:
+            redis_server.stop()
+            (data_dir / "redis.url").unlink(missing_ok=True)
+        log.info("refbridge_stopped")
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

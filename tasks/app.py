@@ -1,0 +1,66 @@
+"""Celery wiring in one place: the app, its configuration and per-process resources."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from celery import Celery, signals
+
+from bridge.dispatch import QUEUE, celery_config, make_dispatch
+from bridge.ledger import Ledger
+from bridge.logs import configure_logging
+from bridge.postback import new_session
+from bridge.processing import Worker
+from bridge.redis_client import connect
+from config import Settings
+
+_local: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def make_celery(settings: Settings) -> Celery:
+    """The worker's Celery app for `settings` (REDIS_URL and REFCAMPAIGN_API_KEY required)."""
+    settings.require("REDIS_URL", "REFCAMPAIGN_API_KEY")
+    app = Celery("refbridge")
+    app.conf.update(celery_config(settings.redis_url or ""))
+    app.conf.update(
+        # Messages are acknowledged on receipt: the ledger, not the broker, owns redelivery.
+        task_acks_late=False,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_queues=None,
+        task_default_queue=QUEUE,
+        broker_connection_max_retries=None,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    app.conf.refbridge_settings = settings
+    from tasks import process, sweeper
+
+    process.register(app)
+    sweeper.install(app)
+    return app
+
+
+def current_worker(app: Celery) -> Worker:
+    """This process's Worker: Redis client and HTTP session made after fork, once per pid."""
+    with _lock:
+        if _local.get("pid") != os.getpid():
+            settings: Settings = app.conf.refbridge_settings
+            _local["worker"] = Worker(
+                ledger=Ledger(connect(settings.redis_url or "")),
+                session=new_session(),
+                settings=settings,
+                dispatch=make_dispatch(app),
+            )
+            _local["pid"] = os.getpid()
+        worker: Worker = _local["worker"]
+        return worker
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    configure_logging()

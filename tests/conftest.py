@@ -1,0 +1,103 @@
+"""Shared fixtures: a real redis-server, stand-ins for RefCampaign and PayPal, a real worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from bridge.embedded_redis import EmbeddedRedis
+from config import Settings
+from tests.processes import WorkerProcess
+from tests.signing import OTHER_SECRET, SECRET
+from tests.standins.paypal import PayPalVerifier
+from tests.standins.refcampaign import RefCampaign
+
+API_KEY = "rc_test_key_5b8f0d2a"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()  # a test stopped it
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def _refcampaign() -> Iterator[RefCampaign]:
+    server = RefCampaign(API_KEY).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def refcampaign(_refcampaign: RefCampaign) -> RefCampaign:
+    _refcampaign.reset()
+    return _refcampaign
+
+
+@pytest.fixture(scope="session")
+def _paypal() -> Iterator[PayPalVerifier]:
+    server = PayPalVerifier().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def paypal(_paypal: PayPalVerifier) -> PayPalVerifier:
+    _paypal.reset()
+    return _paypal
+
+
+@pytest.fixture()
+def env(redis_url: str, refcampaign: RefCampaign, paypal: PayPalVerifier) -> dict[str, str]:
+    """The environment of a test deployment: fast retries, short timeouts."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REFCAMPAIGN_", "STRIPE_", "PAYPAL_", "DELIVERY_"))
+    }
+    return {
+        **base,
+        "REDIS_URL": redis_url,
+        "REFCAMPAIGN_API_KEY": API_KEY,
+        "REFCAMPAIGN_API_URL": refcampaign.url,
+        "STRIPE_WEBHOOK_SECRET": f"{SECRET},{OTHER_SECRET}",
+        "PAYPAL_IPN_VERIFY_URL": paypal.verify_url,
+        "DELIVERY_BACKOFF_BASE": "0.3",
+        "DELIVERY_BACKOFF_MAX": "1",
+        "DELIVERY_MAX_AGE": "60",
+        "DELIVERY_TIMEOUT": "2",
+    }
+
+
+@pytest.fixture()
+def settings(env: dict[str, str]) -> Settings:
+    return Settings.from_env(env)
+
+
+@pytest.fixture()
+def client(settings: Settings) -> Any:
+    from bridge import create_app
+
+    app = create_app(settings)
+    return app.test_client()
+
+
+@pytest.fixture()
+def worker(env: dict[str, str], tmp_path: Path) -> Iterator[WorkerProcess]:
+    proc = WorkerProcess(env, tmp_path / "worker.log").start()
+    yield proc
+    proc.stop()

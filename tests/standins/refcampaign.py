@@ -1,0 +1,165 @@
+"""A RefCampaign stand-in that answers postbacks the way `refcampaign-postback.md` documents.
+
+401 without the right Bearer key; 422 for any payload the docs rule out; idempotent on
+`externalId` ("Conversion already tracked"). Tests can script answers (503, 429 + Retry-After,
+422, 409, slow or no answer) for the next requests with `script()`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.standins.http import Handler, StandInServer
+
+PATH = "/api/v1/conversions/postback"
+TYPES = {"SALE", "LEAD", "TRIAL", "CUSTOM"}
+ATTRIBUTION = ("sessionId", "rcsid", "clickId", "cid", "customerEmailHash", "customerEmail")
+ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def payload_problems(body: Any) -> list[str]:
+    """Why the docs would refuse `body` with 422 (empty when it is acceptable)."""
+    if not isinstance(body, dict):
+        return ["body is not a JSON object"]
+    problems = []
+    ext = body.get("externalId")
+    if not isinstance(ext, str) or not 1 <= len(ext) <= 255:
+        problems.append("externalId must be a string of 1-255 characters")
+    if body.get("conversionType") not in TYPES:
+        problems.append("conversionType must be one of SALE, LEAD, TRIAL, CUSTOM")
+    amount = body.get("amount")
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        problems.append("amount must be an integer in minor units")
+    currency = body.get("currency")
+    if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency):
+        problems.append("currency must be an ISO 4217 code")
+    if not any(isinstance(body.get(k), str) and body.get(k) for k in ATTRIBUTION):
+        problems.append("at least one attribution identifier is required")
+    email_hash = body.get("customerEmailHash")
+    if email_hash is not None and not re.fullmatch(r"[0-9a-f]{64}", str(email_hash)):
+        problems.append("customerEmailHash must be SHA-256 hex")
+    params = body.get("customParams")
+    if params is not None and (
+        not isinstance(params, dict)
+        or len(params) > 5
+        or not set(params) <= {"s1", "s2", "s3", "s4", "s5"}
+        or not all(isinstance(v, str) for v in params.values())
+    ):
+        problems.append("customParams: up to five string params s1..s5")
+    if "metadata" in body and not isinstance(body["metadata"], dict):
+        problems.append("metadata must be an object")
+    if "convertedAt" in body and not (
+        isinstance(body["convertedAt"], str) and ISO.match(body["convertedAt"])
+    ):
+        problems.append("convertedAt must be ISO 8601")
+    for key in ("customerId", "sessionId", "clickId"):
+        if key in body and not isinstance(body[key], str):
+            problems.append(f"{key} must be a string")
+    return problems
+
+
+@dataclass
+class Scripted:
+    status: int = 503
+    body: str = '{"error":"unavailable"}'
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+class RefCampaignHandler(Handler):
+    server: RefCampaign
+
+    def do_POST(self) -> None:  # noqa: N802 — http.server's naming
+        body = self.read_body()
+        server = self.server
+        with server.lock:
+            server.requests.append(
+                {"path": self.path, "headers": dict(self.headers), "body": body, "at": time.time()}
+            )
+            scripted = server.scripted.pop(0) if server.scripted else server.default
+        if scripted is not None:
+            if scripted.delay:
+                time.sleep(scripted.delay)
+            self.reply(scripted.status, scripted.body.encode(), scripted.headers)
+            return
+        self.answer(body)
+
+    def answer(self, raw: bytes) -> None:
+        server = self.server
+        if self.path != PATH:
+            return self.reply(404, b'{"error":"not found"}')
+        if self.headers.get("Authorization") != f"Bearer {server.api_key}":
+            return self.reply(401, b'{"error":"invalid API key"}')
+        if not (self.headers.get("Content-Type") or "").startswith("application/json"):
+            return self.reply(415, b'{"error":"expected application/json"}')
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            return self.reply(400, b'{"error":"invalid JSON"}')
+        problems = payload_problems(payload)
+        if problems:
+            return self.reply(422, json.dumps({"error": problems}).encode())
+        with server.lock:
+            existing = server.conversions.get(payload["externalId"])
+            if existing is None:
+                conversion_id = f"conv_{len(server.conversions) + 1}"
+                server.conversions[payload["externalId"]] = {
+                    "id": conversion_id,
+                    "payload": payload,
+                }
+                server.accepted.append(payload)
+                answer = {"success": True, "conversionId": conversion_id}
+            else:
+                answer = {
+                    "success": True,
+                    "conversionId": existing["id"],
+                    "message": "Conversion already tracked",
+                }
+            server.arrived.notify_all()
+        self.reply(200, json.dumps(answer).encode(), {"Content-Type": "application/json"})
+
+
+class RefCampaign(StandInServer):
+    def __init__(self, api_key: str) -> None:
+        super().__init__(RefCampaignHandler)
+        self.api_key = api_key
+        self.requests: list[dict[str, Any]] = []
+        self.accepted: list[dict[str, Any]] = []  # first postback of each externalId
+        self.conversions: dict[str, dict[str, Any]] = {}
+        self.scripted: list[Scripted] = []
+        self.default: Scripted | None = None
+        self.arrived = threading.Condition(self.lock)
+
+    def script(self, *answers: Scripted) -> None:
+        """Answer the next requests with `answers`, in order, then normally again."""
+        with self.lock:
+            self.scripted.extend(answers)
+
+    def postbacks(self) -> list[dict[str, Any]]:
+        """Every postback body received (including refused ones), in order."""
+        with self.lock:
+            return [json.loads(r["body"]) for r in self.requests if r["body"]]
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Block until `count` distinct conversions were accepted; the accepted payloads."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while len(self.accepted) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{len(self.accepted)} of {count} conversions arrived")
+                self.arrived.wait(left)
+            return list(self.accepted)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.accepted.clear()
+            self.conversions.clear()
+            self.scripted.clear()
+            self.default = None
