@@ -1,27 +1,27 @@
-"""The web process: webhook routes that verify, map and record, plus health and metrics."""
+"""The web process: the app factory, health, readiness and metrics."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
+import redis
 import structlog
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from bridge import intake
-from bridge.conversion import Ignored
+from bridge import reports
 from bridge.dispatch import Dispatch, make_dispatch, producer_app
 from bridge.ledger import Ledger
 from bridge.logs import configure_logging
-from bridge.paypal import is_form_encoded, is_test_ipn, parse_ipn
-from bridge.redis_client import REDIS_ERRORS, connect
-from bridge.stripe_mapping import map_stripe_event
-from bridge.stripe_signature import StripeEventError, verify_stripe_event
+from bridge.metrics import RedisCollector
+from bridge.redis_client import connect
+from bridge.webhooks import MAX_BODY, register_webhooks
 from config import ConfigError, Settings
 
-MAX_BODY = 1024 * 1024
+# gunicorn stops (rather than restarting workers forever) when a worker exits with this.
+WORKER_BOOT_ERROR = 3
 log = structlog.get_logger("refbridge.web")
 
 
@@ -29,9 +29,10 @@ def create_app(settings: Settings | None = None, dispatch: Dispatch | None = Non
     """Build the web app; with no settings, read them from the environment (exit on error)."""
     configure_logging()
     if settings is None:
-        settings = _settings_or_exit()
+        settings = web_settings_or_exit()
     app = Flask("refbridge")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    # One byte over the limit, so that read_body can tell "exactly 1 MiB" from "more".
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY + 1
     ledger = Ledger(connect(settings.require("REDIS_URL").redis_url or ""))
     if dispatch is None:
         dispatch = make_dispatch(producer_app(settings.redis_url or ""))
@@ -42,60 +43,24 @@ def create_app(settings: Settings | None = None, dispatch: Dispatch | None = Non
             problem="not set: Stripe webhooks will be refused with 400",
         )
     app.extensions["refbridge"] = {"settings": settings, "ledger": ledger, "dispatch": dispatch}
-    _routes(app, settings, ledger, dispatch)
+    register_webhooks(app, settings, ledger, dispatch)
+    _operations(app, ledger)
     _errors(app)
     return app
 
 
-def _settings_or_exit() -> Settings:
+def web_settings_or_exit() -> Settings:
+    """The web process's settings from the environment, or one clear line and an exit."""
     try:
-        return Settings.from_env()
+        return Settings.from_env().require("REDIS_URL")
     except ConfigError as exc:
         print(f"refbridge: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(WORKER_BOOT_ERROR) from None
 
 
-def _routes(app: Flask, settings: Settings, ledger: Ledger, dispatch: Dispatch) -> None:
-    @app.post("/webhooks/stripe")
-    def stripe_webhook() -> Any:
-        received_at = time.time()
-        raw = request.get_data(cache=False)
-        try:
-            event = verify_stripe_event(
-                raw,
-                request.headers.get("Stripe-Signature"),
-                settings.stripe_webhook_secrets,
-                settings.stripe_signature_tolerance,
-            )
-        except StripeEventError as exc:
-            log.info("webhook_rejected", provider="stripe", reason=exc.reason)
-            return jsonify(error=str(exc), reason=exc.reason), 400
-        structlog.contextvars.bind_contextvars(provider="stripe", provider_event_id=event["id"])
-        result = map_stripe_event(event, recurring=settings.recurring_conversions)
-        if isinstance(result, Ignored):
-            log.info("webhook_ignored", event_type=event["type"], reason=result.reason)
-            return jsonify(received=True)
-        outcome = intake.accept_conversion(
-            ledger, result, provider="stripe", event_id=event["id"], received_at=received_at
-        )
-        _hand_on(outcome, dispatch, result.external_id)
-        return jsonify(received=True)
-
-    @app.post("/webhooks/paypal/ipn")
-    def paypal_ipn() -> Any:
-        # The exact bytes, before anything parses the form: PayPal verifies them byte for byte.
-        raw = request.get_data(cache=True)
-        if not is_form_encoded(raw):
-            return jsonify(error="body is not a form-encoded IPN message"), 400
-        fields = parse_ipn(raw)
-        track_id = fields.get("ipn_track_id", "")
-        structlog.contextvars.bind_contextvars(provider="paypal", provider_event_id=track_id)
-        if is_test_ipn(fields) and settings.paypal_verifies_live:
-            ledger.count("rejected")
-            log.info("webhook_rejected", reason="test_ipn_on_live")
-            return Response(b"", 200)
-        _hand_on(intake.accept_ipn(ledger, raw, track_id), dispatch, None)
-        return Response(b"", 200)
+def _operations(app: Flask, ledger: Ledger) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisCollector(lambda: reports.metrics_state(ledger)))
 
     @app.get("/healthz")
     def healthz() -> Any:
@@ -106,14 +71,9 @@ def _routes(app: Flask, settings: Settings, ledger: Ledger, dispatch: Dispatch) 
         ledger.redis.ping()
         return jsonify(status="ready")
 
-
-def _hand_on(outcome: intake.IntakeResult, dispatch: Dispatch, external_id: str | None) -> None:
-    if isinstance(outcome, intake.Accepted):
-        try:
-            dispatch(outcome.claim)
-        except Exception as exc:  # noqa: BLE001 — recorded already; the lease brings it back
-            log.warning("dispatch_failed", item=outcome.claim.item_id, error=type(exc).__name__)
-    log.info("webhook_recorded", outcome=type(outcome).__name__.lower(), externalId=external_id)
+    @app.get("/metrics")
+    def metrics() -> Any:
+        return Response(generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def _errors(app: Flask) -> None:
@@ -121,8 +81,9 @@ def _errors(app: Flask) -> None:
     def http_error(exc: HTTPException) -> Any:
         return jsonify(error=exc.description or exc.name), exc.code or 500
 
-    for error in REDIS_ERRORS:
-        app.register_error_handler(error, _redis_down)
+    # Redis down, hung, full (noeviction answers writes with an OOM error) or restarting:
+    # answer 503 so that Stripe and PayPal send the message again later.
+    app.register_error_handler(redis.exceptions.RedisError, _redis_down)
 
     @app.teardown_request
     def _clear(_: BaseException | None) -> None:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bridge import reports
 from bridge.ledger import Ledger
 from bridge.redis_client import REDIS_ERRORS, connect
@@ -61,10 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refbridge: configuration error: {exc}", file=sys.stderr)
     except CliError as exc:
         print(f"refbridge: {exc}", file=sys.stderr)
+    except redis.exceptions.AuthenticationError:
+        print("refbridge: Redis refused the credentials in REDIS_URL", file=sys.stderr)
     except REDIS_ERRORS as exc:
         print(
             f"refbridge: cannot reach Redis ({type(exc).__name__}); is it running?", file=sys.stderr
         )
+    except redis.exceptions.RedisError as exc:
+        print(f"refbridge: Redis refused the command: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130
     return 1

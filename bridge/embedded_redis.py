@@ -74,8 +74,11 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         """Start the server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Its own session: a Ctrl-C meant for `refbridge run` must not stop Redis before the
+        # web and worker processes that still write to it.
         self.process = subprocess.Popen(
             self.command(),
+            start_new_session=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from bridge.conversion import Conversion
 from bridge.ledger import Claim, Ledger
+from bridge.metrics import stat
 
 # A queued message should start within this; past it the item is claimed again.
 QUEUED_LEASE = 45.0
@@ -40,7 +41,7 @@ def accept_conversion(
 ) -> IntakeResult:
     """Record `conversion` for delivery unless it is unattributed or a duplicate."""
     if not conversion.attributed:
-        ledger.count("unattributed")
+        ledger.count(stat("webhooks", provider=provider, outcome="unattributed"))
         return Unattributed()
     fields: dict[str, str | float] = {
         "kind": "conversion",
@@ -51,7 +52,11 @@ def accept_conversion(
         "received_at": received_at,
     }
     seen = f"rb:seen:{provider}:{event_id}"
-    claim = ledger.enqueue(conversion.external_id, seen, fields, QUEUED_LEASE)
+    stats = (
+        stat("webhooks", provider=provider, outcome="accepted"),
+        stat("webhooks", provider=provider, outcome="duplicate"),
+    )
+    claim = ledger.enqueue(conversion.external_id, seen, fields, QUEUED_LEASE, stats)
     return Accepted(claim) if claim else Duplicate()
 
 
@@ -70,5 +75,7 @@ def accept_ipn(ledger: Ledger, raw: bytes, track_id: str) -> IntakeResult:
         "raw": base64.b64encode(raw).decode("ascii"),
         "received_at": time.time(),
     }
-    claim = ledger.enqueue(item, f"rb:seen:paypal-ipn:{item}", fields, QUEUED_LEASE)
+    # Its outcome (accepted, ignored, rejected...) is counted once verified; a resend now.
+    stats = ("", stat("webhooks", provider="paypal", outcome="duplicate", reason="same_message"))
+    claim = ledger.enqueue(item, f"rb:seen:paypal-ipn:{item}", fields, QUEUED_LEASE, stats)
     return Accepted(claim) if claim else Duplicate()

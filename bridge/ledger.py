@@ -11,12 +11,13 @@ from typing import Any
 import redis
 
 from bridge import ledger_scripts
+from bridge.metrics import STATS, latency_fields
 
 PREFIX = "rb:item:"
 DUE = "rb:due"
 DLQ = "rb:dlq"
 RETRY = "rb:retry"
-STATS = "rb:stats"
+UNDELIVERED = "rb:undelivered"
 REJECTED = "rb:rejected"
 SEEN_TTL = 30 * 24 * 3600
 KEEP_DONE = 30 * 24 * 3600
@@ -59,15 +60,24 @@ class Ledger:
         self._purge = client.register_script(ledger_scripts.PURGE)
 
     def enqueue(
-        self, item: str, seen: str, fields: Mapping[str, str | int | float], lease: float
+        self,
+        item: str,
+        seen: str,
+        fields: Mapping[str, str | int | float],
+        lease: float,
+        stats: tuple[str, str] = ("", ""),
     ) -> Claim | None:
-        """Record a new item, leased for its first run; None when `seen` or the item exists."""
+        """Record a new item, leased for its first run; None when `seen` or the item exists.
+
+        `stats` names the counters to add one to when it is recorded / a duplicate.
+        """
         now = time.time()
         token = new_token()
-        argv: list[Any] = [now, now + lease, token, SEEN_TTL]
+        argv: list[Any] = [now, now + lease, token, SEEN_TTL, *stats]
         for name, value in fields.items():
             argv += [name, value]
-        created = self._enqueue(keys=[item_key(item), DUE, seen, STATS], args=argv)
+        keys = [item_key(item), DUE, seen, STATS, UNDELIVERED]
+        created = self._enqueue(keys=keys, args=argv)
         return Claim(item, token) if created else None
 
     def claim_due(self, lease: float, limit: int = 100) -> list[Claim]:
@@ -100,21 +110,34 @@ class Ledger:
         argv: list[Any] = [claim.token, time.time(), outcome, when, stat]
         for name, value in (fields or {}).items():
             argv += [name, value]
-        keys = [item_key(claim.item_id), DUE, DLQ, STATS, RETRY]
+        keys = [item_key(claim.item_id), DUE, DLQ, STATS, RETRY, UNDELIVERED]
         return bool(self._finish(keys=keys, args=argv))
 
     def replay(self, ids: Iterable[str]) -> list[str]:
         """Put dead-lettered items back to work, due now; the ids that were dead-lettered."""
         now = time.time()
-        return [i for i in ids if self._replay(keys=[item_key(i), DUE, DLQ], args=[now])]
+        keys = (DUE, DLQ, UNDELIVERED)
+        return [i for i in ids if self._replay(keys=[item_key(i), *keys], args=[now])]
 
     def purge(self, ids: Iterable[str]) -> list[str]:
         """Delete dead-lettered items; the ids that were deleted."""
         return [i for i in ids if self._purge(keys=[item_key(i), DLQ])]
 
-    def count(self, stat: str) -> None:
-        """Add one to a status counter."""
-        self.redis.hincrby(STATS, stat, 1)
+    def count(self, *stats: str) -> None:
+        """Add one to each counter named (see bridge.metrics.stat)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for stat in stats:
+            pipe.hincrby(STATS, stat, 1)
+        pipe.execute()
+
+    def observe_latency(self, seconds: float) -> None:
+        """Add one delivery latency to the histogram."""
+        bucket, total, count = latency_fields(seconds)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(STATS, bucket, 1)
+        pipe.hincrbyfloat(STATS, total, seconds)
+        pipe.hincrby(STATS, count, 1)
+        pipe.execute()
 
     def note(self, **latest: str | float) -> None:
         """Remember the latest values of something (last delivery, last error) for status."""

@@ -6,21 +6,23 @@ whose worker died becomes due again by itself: no broker visibility timeout is i
 The `token` field names the current claim; a stale task message (older token) does nothing.
 """
 
-# KEYS: item, due, seen, stats.  ARGV: now, lease_until, token, seen_ttl, field, value, ...
+# KEYS: item, due, seen, stats, undelivered.
+# ARGV: now, lease_until, token, seen_ttl, accepted_stat, duplicate_stat, field, value, ...
 ENQUEUE = """
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
-  redis.call('HINCRBY', KEYS[4], 'duplicate', 1)
+  if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[6], 1) end
   return 0
 end
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', 0, 'token', ARGV[3],
   'created_at', ARGV[1], 'window_start', ARGV[1], 'next_due', ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
+redis.call('ZADD', KEYS[5], ARGV[1], KEYS[1])
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
-redis.call('HINCRBY', KEYS[4], 'accepted', 1)
+if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
 return 1
 """
 
@@ -54,7 +56,8 @@ redis.call('HSETNX', KEYS[1], 'first_attempt_at', ARGV[2])
 return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS: item, due, dlq, stats, retry.  ARGV: token, now, outcome, when, stat, field, value, ...
+# KEYS: item, due, dlq, stats, retry, undelivered.
+# ARGV: token, now, outcome, when, stat, field, value, ...
 # outcome: 'retry' (only for the current claim; `when` = next due time), 'done' (delivered /
 # verified / rejected; `when` = seconds to keep the item for duplicate detection), 'dead'
 # (dead-letter). A 'done' from a stale claim still counts: the postback happened.
@@ -70,11 +73,13 @@ if ARGV[3] == 'retry' then
 elseif ARGV[3] == 'dead' then
   if not current or status ~= 'pending' then return 0 end
   redis.call('ZREM', KEYS[2], KEYS[1])
+  redis.call('ZREM', KEYS[6], KEYS[1])
   redis.call('ZADD', KEYS[3], ARGV[2], KEYS[1])
-  redis.call('HSET', KEYS[1], 'dead_at', ARGV[2])
+  redis.call('HSET', KEYS[1], 'dead_at', ARGV[2], 'status', 'dead')
 else
   if status ~= 'pending' then return 0 end
   redis.call('ZREM', KEYS[2], KEYS[1])
+  redis.call('ZREM', KEYS[6], KEYS[1])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
 for i = 6, #ARGV, 2 do
@@ -88,7 +93,7 @@ if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
 return 1
 """
 
-# KEYS: item, due, dlq.  ARGV: now.  Puts a dead-lettered item back to work, due now.
+# KEYS: item, due, dlq, undelivered.  ARGV: now.  Puts a dead-lettered item back to work now.
 REPLAY = """
 if redis.call('ZSCORE', KEYS[3], KEYS[1]) == false then return 0 end
 redis.call('ZREM', KEYS[3], KEYS[1])
@@ -96,6 +101,7 @@ redis.call('HSET', KEYS[1], 'status', 'pending', 'window_start', ARGV[1], 'next_
   'replayed_at', ARGV[1], 'token', '')
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
 redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1])
+redis.call('ZADD', KEYS[4], ARGV[1], KEYS[1])
 return 1
 """
 

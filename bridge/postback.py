@@ -7,6 +7,7 @@ from typing import Any
 import requests
 
 from bridge.outcomes import Outcome, RetryLater, classify_postback, classify_verification
+from bridge.paypal import verification_body
 from config import Settings
 
 USER_AGENT = "refbridge/0.1"
@@ -51,7 +52,7 @@ def verify_ipn(session: requests.Session, settings: Settings, raw: bytes) -> Out
     try:
         response = session.post(
             settings.paypal_ipn_verify_url,
-            data=b"cmd=_notify-validate&" + raw,
+            data=verification_body(raw),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
             timeout=settings.delivery_timeout,
         )

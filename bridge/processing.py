@@ -15,6 +15,7 @@ from bridge import intake
 from bridge.conversion import Conversion, Ignored, Rejected
 from bridge.dispatch import Dispatch
 from bridge.ledger import KEEP_DONE, Claim, Ledger
+from bridge.metrics import stat
 from bridge.outcomes import (
     DeadLetter,
     Delivered,
@@ -33,7 +34,7 @@ log = structlog.get_logger("refbridge.worker")
 
 def run_lease(settings: Settings) -> float:
     """How long one attempt may hold an item before it is presumed dead and claimed again."""
-    return max(30.0, 2 * settings.delivery_timeout + 10)
+    return 2 * settings.delivery_timeout + 10
 
 
 @dataclass(frozen=True)
@@ -87,20 +88,30 @@ def _record(worker: Worker, claim: Claim, item: dict[str, str], outcome: Outcome
             "conversion_id": outcome.conversion_id or "",
             "last_error": "",
         }
-        ledger.finish(claim, "done", KEEP_DONE, "delivered", fields)
+        if ledger.finish(claim, "done", KEEP_DONE, stat("postbacks", outcome="delivered"), fields):
+            ledger.observe_latency(now - float(item.get("received_at") or now))
         ledger.note(last_delivered_at=now)
         return "delivered"
     if isinstance(outcome, Verified):
+        ledger.count(stat("verifications", outcome="verified"))
         return _after_verified(worker, claim, item)
     if isinstance(outcome, Invalid):
+        ledger.count(stat("verifications", outcome="invalid"))
         _reject(ledger, claim, item, "ipn_invalid")
         return "rejected"
     if isinstance(outcome, DeadLetter):
         fields = {**attempt, "reason": outcome.reason, "last_error": outcome.error}
-        ledger.finish(claim, "dead", 0, "dead_lettered", fields)
+        ledger.finish(claim, "dead", 0, _stat_for(item, "dead_lettered", outcome.reason), fields)
         ledger.note(last_error=f"{outcome.status} {outcome.reason}", last_error_at=now)
         return "dead_lettered"
     return _retry(worker, claim, item, outcome, attempt)
+
+
+def _stat_for(item: dict[str, str], outcome: str, reason: str = "") -> str:
+    """The counter of a retry or dead-letter: postbacks for conversions, verifications for IPNs."""
+    if item.get("kind") == "ipn":
+        return stat("verifications", outcome=outcome)
+    return stat("postbacks", outcome=outcome, reason=reason)
 
 
 def _retry(
@@ -123,9 +134,10 @@ def _retry(
         last_error=f"{outcome.status or ''} {outcome.error[:200]}".strip(), last_error_at=now
     )
     if now + delay > float(item["window_start"]) + settings.delivery_max_age:
-        worker.ledger.finish(claim, "dead", 0, "dead_lettered", {**fields, "reason": "exhausted"})
+        dead = _stat_for(item, "dead_lettered", "exhausted")
+        worker.ledger.finish(claim, "dead", 0, dead, {**fields, "reason": "exhausted"})
         return "dead_lettered"
-    worker.ledger.finish(claim, "retry", now + delay, "retried", fields)
+    worker.ledger.finish(claim, "retry", now + delay, _stat_for(item, "retried"), fields)
     return "retried"
 
 
@@ -133,7 +145,8 @@ def _reject(
     ledger: Ledger, claim: Claim, item: dict[str, str], reason: str, detail: str = ""
 ) -> None:
     fields = {"status": "rejected", "reason": reason, "raw": ""}
-    ledger.finish(claim, "done", KEEP_DONE, "rejected", fields)
+    rejected = stat("webhooks", provider="paypal", outcome="rejected", reason=reason)
+    ledger.finish(claim, "done", KEEP_DONE, rejected, fields)
     ledger.record_rejected(
         json.dumps(
             {
@@ -161,7 +174,8 @@ def _after_verified(worker: Worker, claim: Claim, item: dict[str, str]) -> str:
         return "rejected"
     done = {"status": "verified", "raw": ""}
     if isinstance(result, Ignored):
-        worker.ledger.finish(claim, "done", KEEP_DONE, "ignored", {**done, "reason": result.reason})
+        ignored = stat("webhooks", provider="paypal", outcome="ignored", reason=result.reason)
+        worker.ledger.finish(claim, "done", KEEP_DONE, ignored, {**done, "reason": result.reason})
         return "ignored"
     return _accept_mapped(worker, claim, item, result, done)
 

@@ -7,56 +7,71 @@ import time
 from typing import Any
 
 from bridge.dispatch import QUEUE
-from bridge.ledger import DLQ, DUE, RETRY, STATS, Ledger
+from bridge.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger
+from bridge.metrics import STATS, totals
+
+# Due this long ago and still not claimed: no worker is sweeping.
+OVERDUE_AFTER = 5.0
 
 
-def status(ledger: Ledger) -> dict[str, Any]:
-    """Queue depth, scheduled retries, dead letters and the outcome counters."""
+def _snapshot(ledger: Ledger) -> tuple[dict[str, str], dict[str, float | None]]:
     r, now = ledger.redis, time.time()
     pipe = r.pipeline(transaction=False)
+    pipe.hgetall(STATS)
     pipe.llen(QUEUE)
     pipe.zcard(DUE)
-    pipe.zcount(DUE, "-inf", now - 5)
+    pipe.zcount(DUE, "-inf", now - OVERDUE_AFTER)
     pipe.zcard(RETRY)
     pipe.zcard(DLQ)
-    pipe.hgetall(STATS)
-    pipe.zrange(DUE, 0, 999)
-    queued, pending, overdue, retries, dead, stats, due_keys = pipe.execute()
+    pipe.zrange(UNDELIVERED, 0, 0, withscores=True)
+    stats, queued, pending, overdue, retries, dead, oldest = pipe.execute()
     counters = {k.decode(): v.decode() for k, v in stats.items()}
-    oldest = _oldest_created(ledger, due_keys)
-
-    def number(name: str) -> int:
-        return int(counters.get(name, 0))
-
-    return {
+    gauges: dict[str, float | None] = {
         "queue_depth": queued,
         "pending": pending,
         "overdue": overdue,
         "scheduled_retries": retries,
         "dead_letter": dead,
-        "delivered": number("delivered"),
-        "rejected": number("rejected"),
-        "unattributed": number("unattributed"),
-        "ignored": number("ignored"),
-        "duplicate": number("duplicate"),
-        "accepted": number("accepted"),
-        "retried": number("retried"),
-        "dead_lettered": number("dead_lettered"),
-        "oldest_pending_age_seconds": round(now - oldest, 1) if oldest else None,
+        "oldest_undelivered_age_seconds": round(now - oldest[0][1], 1) if oldest else None,
+    }
+    return counters, gauges
+
+
+GAUGE_DOCS = {
+    "queue_depth": "Task messages waiting in the Celery queue",
+    "pending": "Conversions and IPN messages not yet delivered, verified or dead-lettered",
+    "overdue": "Items due for more than 5 s that no worker has claimed",
+    "scheduled_retries": "Items waiting for a scheduled retry",
+    "dead_letter": "Entries in the dead-letter queue",
+    "oldest_undelivered_age_seconds": "Age of the oldest item not yet delivered",
+}
+
+
+def metrics_state(ledger: Ledger) -> tuple[dict[str, str], dict[str, tuple[str, float]]]:
+    """Counters and gauges for the Prometheus collector."""
+    counters, gauges = _snapshot(ledger)
+    return counters, {k: (GAUGE_DOCS[k], v or 0.0) for k, v in gauges.items()}
+
+
+def status(ledger: Ledger) -> dict[str, Any]:
+    """Queue depth, scheduled retries, dead letters and the outcome counters."""
+    counters, gauges = _snapshot(ledger)
+    sums = totals(counters)
+    return {
+        **gauges,
+        "delivered": sums.get("postbacks.delivered", 0),
+        "rejected": sums.get("webhooks.rejected", 0),
+        "unattributed": sums.get("webhooks.unattributed", 0),
+        "ignored": sums.get("webhooks.ignored", 0),
+        "duplicate": sums.get("webhooks.duplicate", 0),
+        "accepted": sums.get("webhooks.accepted", 0),
+        "retried": sums.get("postbacks.retried", 0) + sums.get("verifications.retried", 0),
+        "dead_lettered": sums.get("postbacks.dead_lettered", 0)
+        + sums.get("verifications.dead_lettered", 0),
         "last_delivered_at": _iso(counters.get("last_delivered_at")),
         "last_error": counters.get("last_error") or None,
         "last_error_at": _iso(counters.get("last_error_at")),
     }
-
-
-def _oldest_created(ledger: Ledger, keys: list[bytes]) -> float | None:
-    if not keys:
-        return None
-    pipe = ledger.redis.pipeline(transaction=False)
-    for key in keys:
-        pipe.hget(key.decode(), "created_at")
-    created = [float(v) for v in pipe.execute() if v]
-    return min(created) if created else None
 
 
 def _iso(value: str | float | None) -> str | None:

@@ -128,6 +128,9 @@ def _parse_event(text: str) -> dict[str, Any]:
     """The body as a JSON object with the fields every Stripe event carries."""
     try:
         event = json.loads(text)
+        # JSON may escape lone surrogates ("\ud800") that no UTF-8 string can hold: refuse them
+        # here rather than fail later on a Redis key or an email hash.
+        json.dumps(event, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):
         raise StripeEventError("not_json", "webhook body is not JSON") from None
     if not _is_event(event):

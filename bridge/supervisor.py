@@ -20,34 +20,11 @@ log = structlog.get_logger("refbridge.run")
 
 def _children(host: str, port: int, concurrency: int) -> dict[str, list[str]]:
     python = sys.executable
+    web = ["-m", "gunicorn", "-c", "python:bridge.gunicorn_conf", "--bind", f"{host}:{port}"]
+    worker = ["-m", "celery", "-A", "celery_app", "--quiet", "worker", "--loglevel", "INFO"]
     return {
-        "web": [
-            python,
-            "-m",
-            "gunicorn",
-            "--bind",
-            f"{host}:{port}",
-            "--workers",
-            "2",
-            "--access-logfile",
-            "-",
-            "--graceful-timeout",
-            "10",
-            "bridge:create_app()",
-        ],
-        "worker": [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "celery_app",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            str(concurrency),
-            "-E",
-        ],
+        "web": [python, *web, "--workers", "2", "bridge:create_app()"],
+        "worker": [python, *worker, "--concurrency", str(concurrency)],
     }
 
 

@@ -37,6 +37,13 @@ def _positive_number(variable: str, raw: str) -> float:
     return value
 
 
+def _whole_seconds(variable: str, raw: str) -> int:
+    # 0 would switch the signature's age check off (the SDK skips it): never allow that.
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ConfigError(variable, f"expected a whole number of seconds >= 1, got {raw!r}")
+    return int(raw)
+
+
 def _boolean(variable: str, raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -129,9 +136,7 @@ class Settings:
             refcampaign_api_key=read("REFCAMPAIGN_API_KEY", lambda _, v: v.strip(), None),
             refcampaign_api_url=read("REFCAMPAIGN_API_URL", _http_url, cls.refcampaign_api_url),
             stripe_webhook_secrets=read("STRIPE_WEBHOOK_SECRET", _stripe_secrets, _NO_VALUES),
-            stripe_signature_tolerance=int(
-                read("STRIPE_SIGNATURE_TOLERANCE", _positive_number, 300.0)
-            ),
+            stripe_signature_tolerance=read("STRIPE_SIGNATURE_TOLERANCE", _whole_seconds, 300),
             paypal_ipn_verify_url=read("PAYPAL_IPN_VERIFY_URL", _http_url, PAYPAL_LIVE_VERIFY_URL),
             paypal_receiver_emails=tuple(
                 e.lower() for e in read("PAYPAL_RECEIVER_EMAILS", _csv, _NO_VALUES)

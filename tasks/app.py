@@ -22,6 +22,7 @@ _lock = threading.Lock()
 
 def make_celery(settings: Settings) -> Celery:
     """The worker's Celery app for `settings` (REDIS_URL and REFCAMPAIGN_API_KEY required)."""
+    configure_logging()  # before the worker starts: its start-up warnings become JSON too
     settings.require("REDIS_URL", "REFCAMPAIGN_API_KEY")
     app = Celery("refbridge")
     app.conf.update(celery_config(settings.redis_url or ""))

@@ -65,7 +65,9 @@ def payload_problems(body: Any) -> list[str]:
 
 @dataclass
 class Scripted:
-    status: int = 503
+    """One scripted answer; `status=None` answers normally, after `delay`."""
+
+    status: int | None = 503
     body: str = '{"error":"unavailable"}'
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
@@ -85,8 +87,9 @@ class RefCampaignHandler(Handler):
         if scripted is not None:
             if scripted.delay:
                 time.sleep(scripted.delay)
-            self.reply(scripted.status, scripted.body.encode(), scripted.headers)
-            return
+            if scripted.status is not None:
+                self.reply(scripted.status, scripted.body.encode(), scripted.headers)
+                return
         self.answer(body)
 
     def answer(self, raw: bytes) -> None:

@@ -1,0 +1,34 @@
+"""gunicorn settings for the web process (`gunicorn -c python:bridge.gunicorn_conf ...`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+from bridge.logs import json_formatter
+
+
+class JsonLogger(Logger):
+    """gunicorn's error and access logs as JSON lines, like every other refbridge log."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(json_formatter())
+
+
+logger_class = JsonLogger
+accesslog = "-"
+# Webhook requests do local work only; a request still running after this is stuck.
+timeout = 30
+graceful_timeout = 10
+keepalive = 5
+
+
+def on_starting(server: Any) -> None:
+    """Check the configuration once in the master: a bad value stops gunicorn with one line."""
+    from bridge.app import web_settings_or_exit
+
+    web_settings_or_exit()

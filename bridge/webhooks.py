@@ -1,0 +1,105 @@
+"""The webhook routes: read, verify, map, record, hand on. No remote call happens in here."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from flask import Flask, Response, abort, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from bridge import intake
+from bridge.conversion import Ignored
+from bridge.dispatch import Dispatch
+from bridge.ledger import Ledger
+from bridge.metrics import stat
+from bridge.paypal import is_form_encoded, is_test_ipn, parse_ipn
+from bridge.redis_client import REDIS_ERRORS
+from bridge.stripe_mapping import map_stripe_event
+from bridge.stripe_signature import StripeEventError, verify_stripe_event
+from config import Settings
+
+MAX_BODY = 1024 * 1024
+log = structlog.get_logger("refbridge.web")
+
+
+def register_webhooks(app: Flask, settings: Settings, ledger: Ledger, dispatch: Dispatch) -> None:
+    """Add `POST /webhooks/stripe` and `POST /webhooks/paypal/ipn` to `app`."""
+
+    def count(**labels: str) -> None:
+        # Counting a refusal must not turn a 400 into a 503 while Redis is down.
+        try:
+            ledger.count(stat("webhooks", **labels))
+        except REDIS_ERRORS:
+            log.warning("metric_not_counted", **labels)
+
+    @app.post("/webhooks/stripe")
+    def stripe_webhook() -> Any:
+        received_at = time.time()
+        raw = read_body(cache=False)
+        try:
+            event = verify_stripe_event(
+                raw,
+                request.headers.get("Stripe-Signature"),
+                settings.stripe_webhook_secrets,
+                settings.stripe_signature_tolerance,
+            )
+        except StripeEventError as exc:
+            log.info("webhook_rejected", provider="stripe", reason=exc.reason)
+            count(provider="stripe", outcome="rejected", reason=exc.reason)
+            return jsonify(error=str(exc), reason=exc.reason), 400
+        structlog.contextvars.bind_contextvars(provider="stripe", provider_event_id=event["id"])
+        result = map_stripe_event(event, recurring=settings.recurring_conversions)
+        if isinstance(result, Ignored):
+            log.info("webhook_ignored", event_type=event["type"], reason=result.reason)
+            count(provider="stripe", outcome="ignored", reason=result.reason)
+            return jsonify(received=True)
+        outcome = intake.accept_conversion(
+            ledger, result, provider="stripe", event_id=event["id"], received_at=received_at
+        )
+        _hand_on(outcome, dispatch, result.external_id)
+        return jsonify(received=True)
+
+    @app.post("/webhooks/paypal/ipn")
+    def paypal_ipn() -> Any:
+        # The exact bytes, before anything parses the form: PayPal verifies them byte for byte.
+        raw = read_body(cache=True)
+        if not is_form_encoded(raw):
+            count(provider="paypal", outcome="rejected", reason="not_form_encoded")
+            return jsonify(error="body is not a form-encoded IPN message"), 400
+        fields = parse_ipn(raw)
+        track_id = fields.get("ipn_track_id", "")
+        structlog.contextvars.bind_contextvars(provider="paypal", provider_event_id=track_id)
+        if is_test_ipn(fields) and settings.paypal_verifies_live:
+            # A sandbox message must never become a live conversion.
+            log.info("webhook_rejected", reason="test_ipn_on_live")
+            count(provider="paypal", outcome="rejected", reason="test_ipn_on_live")
+            return Response(b"", 200)
+        _hand_on(intake.accept_ipn(ledger, raw, track_id), dispatch, None)
+        return Response(b"", 200)
+
+
+def read_body(cache: bool) -> bytes:
+    """The whole request body: 413 past MAX_BODY, 400 when cut short or malformed."""
+    try:
+        raw = request.get_data(cache=cache)
+    except HTTPException:
+        raise
+    except Exception:  # noqa: BLE001 — gunicorn's chunked-encoding errors, cut connections
+        abort(400, "malformed request body")
+    # Werkzeug stops a streamed (chunked) body quietly at the limit instead of refusing it.
+    if len(raw) > MAX_BODY:
+        abort(413)
+    if request.content_length is not None and len(raw) != request.content_length:
+        abort(400, "request body is shorter than its Content-Length")
+    return raw
+
+
+def _hand_on(outcome: intake.IntakeResult, dispatch: Dispatch, external_id: str | None) -> None:
+    if isinstance(outcome, intake.Accepted):
+        try:
+            dispatch(outcome.claim)
+        except Exception as exc:  # noqa: BLE001 — recorded already; the lease brings it back
+            log.warning("dispatch_failed", item=outcome.claim.item_id, error=type(exc).__name__)
+    log.info("webhook_recorded", outcome=type(outcome).__name__.lower(), externalId=external_id)

@@ -1,0 +1,347 @@
+"""The dead-letter story told through the `refbridge` CLI, run as a subprocess.
+
+A real redis-server, a real Celery worker and the RefCampaign stand-in; webhooks go through the
+real web app (the `client` fixture), and every look at the state goes through `refbridge`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from bridge.ledger import DLQ, Ledger
+from tests.fixtures import stripe_fixture
+from tests.processes import WorkerProcess
+from tests.signing import stripe_body, stripe_headers
+from tests.standins.refcampaign import RefCampaign, Scripted
+
+REFBRIDGE = str(Path(sys.executable).parent / "refbridge")
+UNPROCESSABLE = '{"error":["amount must be an integer in minor units"]}'
+UNAUTHORIZED = '{"error":"invalid API key"}'
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def cli(env: dict[str, str], tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`refbridge ARGS…` with the test deployment's environment, from a directory of its own."""
+    cwd = tmp_path / "cli"
+    cwd.mkdir()
+    cli_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [REFBRIDGE, *args], env=cli_env, cwd=cwd, capture_output=True, text=True, timeout=30
+        )
+
+    return run
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result.stdout
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def dlq_list(cli: Callable[..., Any]) -> list[dict[str, Any]]:
+    entries = json.loads(ok(cli("dlq", "list", "--json")))
+    assert isinstance(entries, list)
+    return entries
+
+
+def status(cli: Callable[..., Any]) -> dict[str, Any]:
+    data = json.loads(ok(cli("status", "--json")))
+    assert isinstance(data, dict)
+    return data
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_dead_lettered(redis_url: str, count: int, timeout: float = 15.0) -> list[str]:
+    ledger = Ledger(redis.Redis.from_url(redis_url))
+    return wait_until(
+        lambda: len(ids := ledger.dead_letter_ids()) >= count and ids,
+        timeout,
+        f"{count} dead-letter entries",
+    )
+
+
+def settle() -> None:
+    """Long enough for the sweeper (1 s) and a retry (backoff ≤ 1 s) to have happened."""
+    time.sleep(1.5)
+
+
+def checkout_event(session_id: str) -> dict[str, Any]:
+    event = copy.deepcopy(stripe_fixture("srm__checkout.session.completed.json"))
+    event["id"] = "evt_" + session_id
+    event["created"] = int(time.time())
+    event["data"]["object"].update({"id": session_id, "metadata": {"rcsid": "rcs_" + session_id}})
+    return event
+
+
+def post_checkout(client: Any, session_id: str) -> None:
+    body = stripe_body(checkout_event(session_id))
+    response = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body))
+    assert response.status_code == 200
+    assert response.get_json() == {"received": True}
+
+
+def postbacks_for(refcampaign: RefCampaign, external_id: str) -> list[dict[str, Any]]:
+    return [p for p in refcampaign.postbacks() if p.get("externalId") == external_id]
+
+
+# --- 422: dead-lettered at once, then looked at ----------------------------------------------
+
+
+def test_422_is_dead_lettered_at_once_and_shown_by_the_cli(
+    client, worker, refcampaign, redis_url, cli
+):
+    refcampaign.script(Scripted(422, body=UNPROCESSABLE))
+    post_checkout(client, "cs_cli_422")
+    assert wait_dead_lettered(redis_url, 1) == ["cs_cli_422"]
+    settle()
+    assert len(refcampaign.requests) == 1  # terminal: no retry
+
+    sent = json.loads(refcampaign.requests[0]["body"])
+    [entry] = dlq_list(cli)
+    assert entry["id"] == "cs_cli_422"
+    assert entry["externalId"] == "cs_cli_422"
+    assert entry["reason"] == "invalid_payload"
+    assert entry["status"] == 422
+    assert entry["attempts"] == 1
+    assert entry["payload"] == sent
+    assert entry["payload"]["sessionId"] == "rcs_cs_cli_422"
+
+    shown = json.loads(ok(cli("dlq", "show", "cs_cli_422")))
+    assert shown == entry
+    assert shown["response"] == UNPROCESSABLE
+    assert shown["provider"] == "stripe"
+    assert shown["providerEventId"] == "evt_cs_cli_422"
+    assert shown["replays"] == 0
+    for stamp in ("firstAttemptAt", "lastAttemptAt", "deadLetteredAt"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", shown[stamp]), stamp
+
+    table = ok(cli("dlq", "list")).splitlines()
+    assert table[0].split() == ["ID", "REASON", "STATUS", "ATTEMPTS", "LAST", "ATTEMPT"]
+    assert table[1].split()[:4] == ["cs_cli_422", "invalid_payload", "422", "1"]
+    assert len(table) == 2
+
+    counts = status(cli)
+    assert counts["dead_letter"] == 1
+    assert counts["dead_lettered"] == 1
+    assert counts["delivered"] == 0
+    assert counts["accepted"] == 1
+    assert counts["pending"] == 0
+    assert counts["queue_depth"] == 0
+    assert counts["last_error"] == "422 invalid_payload"
+
+    human = ok(cli("status")).splitlines()
+    rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in human)
+    assert rows["dead letter"] == "1"
+    assert rows["delivered"] == "0"
+    assert rows["last delivered at"] == "-"
+    assert "{" not in "\n".join(human)  # a table, not JSON
+
+
+def test_replay_twice_by_id_posts_once(client, worker, refcampaign, redis_url, cli):
+    refcampaign.script(Scripted(422, body=UNPROCESSABLE))
+    post_checkout(client, "cs_cli_twice")
+    wait_dead_lettered(redis_url, 1)
+
+    assert ok(cli("dlq", "replay", "cs_cli_twice")) == "replayed 1 entry\n"
+    again = cli("dlq", "replay", "cs_cli_twice")
+    # Documented by the code: not an error (exit 0), a note on stderr, nothing re-queued.
+    assert again.returncode == 0
+    assert again.stdout == "replayed 0 entries\n"
+    assert re.fullmatch(
+        r"refbridge: cs_cli_twice is not dead-lettered \(status (pending|delivered)\);"
+        r" left as is\n",
+        again.stderr,
+    )
+
+    refcampaign.wait_for(1)
+    settle()
+    third = cli("dlq", "replay", "cs_cli_twice")
+    assert third.returncode == 0
+    assert third.stderr == (
+        "refbridge: cs_cli_twice is not dead-lettered (status delivered); left as is\n"
+    )
+    settle()
+    assert len(postbacks_for(refcampaign, "cs_cli_twice")) == 2  # the 422, then one success
+    assert len(refcampaign.accepted) == 1
+    assert dlq_list(cli) == []
+    assert status(cli)["delivered"] == 1
+
+
+# --- a wrong API key: everything dead-lettered, fixed, replayed ------------------------------
+
+
+def test_wrong_api_key_then_replay_all_delivers_each_once(
+    client, worker, refcampaign, redis_url, cli
+):
+    refcampaign.default = Scripted(401, body=UNAUTHORIZED)
+    ids = ["cs_cli_key_1", "cs_cli_key_2", "cs_cli_key_3"]
+    for session_id in ids:
+        post_checkout(client, session_id)
+    assert sorted(wait_dead_lettered(redis_url, 3)) == ids
+    settle()
+    assert len(refcampaign.requests) == 3
+
+    entries = dlq_list(cli)
+    assert sorted(e["id"] for e in entries) == ids
+    assert {e["reason"] for e in entries} == {"unauthorized"}
+    assert {e["status"] for e in entries} == {401}
+    assert {e["attempts"] for e in entries} == {1}
+    assert status(cli)["dead_letter"] == 3
+
+    refcampaign.reset()  # the key is fixed
+    assert ok(cli("dlq", "replay", "--all")) == "replayed 3 entries\n"
+    accepted = refcampaign.wait_for(3)
+    assert sorted(p["externalId"] for p in accepted) == ids
+    settle()
+    assert sorted(p["externalId"] for p in refcampaign.postbacks()) == ids  # once each
+
+    assert dlq_list(cli) == []
+    assert ok(cli("dlq", "list")) == "dead-letter queue is empty\n"
+    counts = status(cli)
+    assert counts["dead_letter"] == 0
+    assert counts["delivered"] == 3
+    assert counts["pending"] == 0
+    assert counts["last_delivered_at"] is not None
+    assert ok(cli("dlq", "replay", "--all")) == "replayed 0 entries\n"
+
+
+# --- purge ---------------------------------------------------------------------------------
+
+
+def test_purge_by_id_and_all(client, worker, refcampaign, redis_url, cli):
+    refcampaign.default = Scripted(422, body=UNPROCESSABLE)
+    for session_id in ("cs_cli_purge_1", "cs_cli_purge_2", "cs_cli_purge_3"):
+        post_checkout(client, session_id)
+    wait_dead_lettered(redis_url, 3)
+    refcampaign.reset()
+
+    assert ok(cli("dlq", "purge", "cs_cli_purge_2")) == "purged 1 entry\n"
+    assert sorted(e["id"] for e in dlq_list(cli)) == ["cs_cli_purge_1", "cs_cli_purge_3"]
+    assert redis.Redis.from_url(redis_url).exists("rb:item:cs_cli_purge_2") == 0
+    gone = cli("dlq", "show", "cs_cli_purge_2")
+    assert one_error_line(gone) == "refbridge: no dead-letter entry 'cs_cli_purge_2'"
+    again = cli("dlq", "purge", "cs_cli_purge_2")
+    assert one_error_line(again) == "refbridge: no such entry: cs_cli_purge_2"
+
+    assert ok(cli("dlq", "purge", "--all")) == "purged 2 entries\n"
+    assert dlq_list(cli) == []
+    assert status(cli)["dead_letter"] == 0
+    settle()
+    assert refcampaign.requests == []  # purged entries are never sent
+
+
+# --- usage errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["replay", "purge"])
+def test_replay_or_purge_needs_ids_or_all(redis_url, cli, action):
+    neither = cli("dlq", action)
+    assert one_error_line(neither) == f"refbridge: dlq {action}: give entry ids or --all (not both)"
+    assert neither.stdout == ""
+    both = cli("dlq", action, "some_id", "--all")
+    assert one_error_line(both) == f"refbridge: dlq {action}: give entry ids or --all (not both)"
+
+
+@pytest.mark.parametrize("action", ["replay", "purge"])
+def test_unknown_id_fails_with_one_line(redis_url, cli, action):
+    result = cli("dlq", action, "cs_does_not_exist")
+    assert one_error_line(result) == "refbridge: no such entry: cs_does_not_exist"
+
+
+def test_show_unknown_id_fails_with_one_line(redis_url, cli):
+    result = cli("dlq", "show", "cs_does_not_exist")
+    assert one_error_line(result) == "refbridge: no dead-letter entry 'cs_does_not_exist'"
+    assert result.stdout == ""
+
+
+def test_empty_deployment_status(redis_url, cli):
+    counts = status(cli)
+    assert counts["dead_letter"] == 0
+    assert counts["queue_depth"] == 0
+    assert counts["delivered"] == 0
+    assert counts["oldest_undelivered_age_seconds"] is None
+    assert dlq_list(cli) == []
+
+
+# --- exhausted: retried until DELIVERY_MAX_AGE, replay restarts the window --------------------
+
+
+@pytest.fixture()
+def short_lived_worker(env: dict[str, str], tmp_path: Path):
+    short = {
+        **env,
+        "DELIVERY_MAX_AGE": "2",
+        "DELIVERY_BACKOFF_BASE": "0.1",
+        "DELIVERY_BACKOFF_MAX": "0.5",
+    }
+    proc = WorkerProcess(short, tmp_path / "short-worker.log").start()
+    yield proc
+    proc.stop()
+
+
+def test_still_failing_conversion_is_exhausted_and_replay_restarts_the_window(
+    client, short_lived_worker, refcampaign, redis_url, cli
+):
+    refcampaign.default = Scripted(503)
+    post_checkout(client, "cs_cli_exhausted")
+    wait_dead_lettered(redis_url, 1, timeout=15)
+    tries = len(refcampaign.requests)
+
+    [entry] = dlq_list(cli)
+    assert entry["id"] == "cs_cli_exhausted"
+    assert entry["reason"] == "exhausted"
+    assert entry["status"] == 503
+    assert entry["attempts"] > 1
+    assert entry["attempts"] == tries
+    settle()
+    assert len(refcampaign.requests) == tries  # dead means no more attempts
+
+    # Fixed, except for one more 503: had the replay not restarted the 2 s window (which ran
+    # out before it), that 503 would dead-letter the entry again at once.
+    refcampaign.default = None
+    refcampaign.script(Scripted(503))
+    assert ok(cli("dlq", "replay", "cs_cli_exhausted")) == "replayed 1 entry\n"
+    [delivered] = refcampaign.wait_for(1, timeout=15)
+    assert delivered["externalId"] == "cs_cli_exhausted"
+    assert len(refcampaign.requests) == tries + 2
+
+    assert dlq_list(cli) == []
+    item = Ledger(redis.Redis.from_url(redis_url)).get("cs_cli_exhausted")
+    assert item is not None
+    assert item["status"] == "delivered"
+    assert item["replays"] == "1"
+    assert int(item["attempts"]) == tries + 2
+    assert redis.Redis.from_url(redis_url).zscore(DLQ, "rb:item:cs_cli_exhausted") is None

@@ -1,0 +1,173 @@
+"""PayPal IPN end to end: real app, Redis, Celery worker, PayPal and RefCampaign stand-ins."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.fixtures import paypal_fixture
+from tests.standins.paypal import PayPalVerifier
+from tests.standins.refcampaign import RefCampaign
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def ipn(client: Any, paypal: PayPalVerifier, raw: bytes, *, genuine: bool = True) -> None:
+    if genuine:
+        paypal.send(raw)
+    response = client.post("/webhooks/paypal/ipn", data=raw, headers=FORM)
+    assert response.status_code == 200
+    assert response.data == b""
+
+
+def wait_verified(paypal: PayPalVerifier, count: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(paypal.requests) < count:
+        assert time.monotonic() < deadline, f"{len(paypal.requests)} of {count} verifications"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        (
+            "boxbilling__web_accept_completed.txt",
+            {
+                "externalId": "8X786252873429051",
+                "conversionType": "SALE",
+                "amount": 595,
+                "currency": "USD",
+                "customerId": "29NE5SEU5VR2E",
+                "convertedAt": "2012-03-01T16:26:14Z",
+                "metadata": {
+                    "source": "paypal",
+                    "txnType": "web_accept",
+                    "ipnTrackId": "6fd802df6f247",
+                },
+            },
+        ),
+        (
+            "django_paypal__cart_eur_windows1252_nonascii.txt",
+            {
+                "externalId": "KW31266C37C2593K4",
+                "conversionType": "SALE",
+                "amount": 300,
+                "currency": "EUR",
+                "sessionId": "blahblah",
+                "customerId": "6EQ6SKDFMPU36",
+                "convertedAt": "2014-06-27T10:06:57Z",
+                "metadata": {"source": "paypal", "txnType": "cart", "ipnTrackId": "a48170aadb705"},
+            },
+        ),
+        (
+            "offsite_payments__web_accept_completed_cad.txt",
+            {
+                "externalId": "6G996328CK404320L",
+                "conversionType": "SALE",
+                "amount": 50000,
+                "currency": "CAD",
+                "customerId": "EVMXCLDZJV77Q",
+                "convertedAt": "2005-04-15T22:23:54Z",
+                "metadata": {"source": "paypal", "txnType": "web_accept"},
+            },
+        ),
+    ],
+)
+def test_verified_ipn_becomes_the_spec_payload(
+    client, worker, paypal, refcampaign, fixture, expected
+):
+    raw = paypal_fixture(fixture)
+    ipn(client, paypal, raw)
+    [payload] = refcampaign.wait_for(1)
+    email_hash = payload.pop("customerEmailHash")
+    assert len(email_hash) == 64
+    assert payload == expected
+    assert paypal.requests[0]["body"] == b"cmd=_notify-validate&" + raw
+
+
+def test_utf8_message_is_verified_byte_for_byte(client, worker, paypal, refcampaign):
+    raw = (
+        b"txn_type=web_accept&payment_status=Completed&txn_id=UTF8TXN1&mc_gross=10.00&"
+        b"mc_currency=EUR&first_name=J%C3%B6rg%20M%C3%BCller&payer_email=j%C3%B6rg%40example.de&"
+        b"custom=rcsid%3Drcs_1%26cid%3Dclk_9&charset=UTF-8&payment_date=10%3A00%3A00+Jul+04%2C"
+        b"+2024+PDT&ipn_track_id=utf8track"
+    )
+    ipn(client, paypal, raw)
+    [payload] = refcampaign.wait_for(1)
+    assert payload["sessionId"] == "rcs_1"
+    assert payload["clickId"] == "clk_9"
+    assert payload["convertedAt"] == "2024-07-04T17:00:00Z"
+    assert paypal.requests[0]["body"].endswith(raw)
+
+
+def test_forged_ipn_is_rejected_and_never_delivered(client, worker, paypal, refcampaign):
+    raw = paypal_fixture("boxbilling__web_accept_completed.txt").replace(b"5.95", b"9999.00")
+    ipn(client, paypal, raw, genuine=False)
+    wait_verified(paypal, 1)
+    time.sleep(1.5)
+    assert len(paypal.requests) == 1  # INVALID is never retried
+    assert refcampaign.requests == []
+
+
+@pytest.mark.parametrize("status", [b"Pending", b"Refunded", b"Denied"])
+def test_unpaid_statuses_give_no_postback(client, worker, paypal, refcampaign, status):
+    raw = paypal_fixture("boxbilling__web_accept_completed.txt").replace(
+        b"payment_status=Completed", b"payment_status=" + status
+    )
+    ipn(client, paypal, raw)
+    wait_verified(paypal, 1)
+    time.sleep(1.0)
+    assert refcampaign.requests == []
+
+
+def test_resent_ipn_and_status_change_give_one_postback(client, worker, paypal, refcampaign):
+    completed = paypal_fixture("boxbilling__subscr_payment_completed.txt")
+    ipn(client, paypal, completed)
+    ipn(client, paypal, completed)  # PayPal resends until it gets a 200
+    pending = completed.replace(b"payment_status=Completed", b"payment_status=Pending")
+    ipn(client, paypal, pending)
+    again = completed.replace(b"ipn_track_id=54b4dbfade396", b"ipn_track_id=54b4dbfade397")
+    ipn(client, paypal, again)  # a new message for the same transaction
+    refcampaign.wait_for(1)
+    time.sleep(1.5)
+    assert len(refcampaign.requests) == 1
+
+
+def test_verifier_outage_is_retried(client, worker, paypal, refcampaign):
+    paypal.fail_next(503, 503)
+    ipn(client, paypal, paypal_fixture("boxbilling__web_accept_completed.txt"))
+    refcampaign.wait_for(1, timeout=20)
+    assert len(paypal.requests) == 3
+
+
+def test_foreign_receiver_is_rejected(env, tmp_path, paypal, refcampaign):
+    from bridge import create_app
+    from config import Settings
+    from tests.processes import WorkerProcess
+
+    env = {**env, "PAYPAL_RECEIVER_EMAILS": "shop@example.com"}
+    client = create_app(Settings.from_env(env)).test_client()
+    proc = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        ipn(client, paypal, paypal_fixture("boxbilling__web_accept_completed.txt"))
+        wait_verified(paypal, 1)
+        time.sleep(1.0)
+        assert refcampaign.requests == []
+    finally:
+        proc.stop()
+
+
+def test_stand_in_refuses_reencoded_message(paypal: PayPalVerifier, refcampaign: RefCampaign):
+    """The verifier stand-in itself must tell a byte-exact echo from a re-encoded one."""
+    import requests
+
+    raw = paypal_fixture("django_paypal__web_accept_ipn_simulator.txt")
+    paypal.send(raw)
+    url = paypal.verify_url
+    exact = requests.post(url, data=b"cmd=_notify-validate&" + raw, headers=FORM, timeout=5)
+    reencoded = requests.post(
+        url, data=b"cmd=_notify-validate&" + raw.replace(b"%20", b"+"), headers=FORM, timeout=5
+    )
+    assert (exact.text, reencoded.text) == ("VERIFIED", "INVALID")
