@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import threading
 from typing import Any
 
+import celery.apps.worker as celery_worker
 from celery import Celery, signals
 
 from bridge.dispatch import QUEUE, celery_config, make_dispatch
@@ -60,6 +63,20 @@ def current_worker(app: Celery) -> Worker:
             _local["pid"] = os.getpid()
         worker: Worker = _local["worker"]
         return worker
+
+
+def _say_json(msg: str, f: Any = sys.__stderr__) -> None:
+    """Celery's shutdown notices ("worker: Warm shutdown"), as JSON lines like every other log.
+
+    Celery writes them with a raw os.write from its signal handlers; so does this (no locks).
+    """
+    line = json.dumps({"event": msg.strip(), "level": "info", "logger": "celery.apps.worker"})
+    stream = f or sys.__stderr__ or sys.__stdout__
+    if stream is not None:
+        os.write(stream.fileno(), (line + "\n").encode())
+
+
+celery_worker.safe_say = _say_json
 
 
 @signals.setup_logging.connect

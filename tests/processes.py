@@ -24,12 +24,14 @@ class WorkerProcess:
     def start(self, timeout: float = 30.0) -> WorkerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
+        # The Procfile's worker command, with mingle and gossip off to start faster.
         cmd = [
             sys.executable,
             "-m",
             "celery",
             "-A",
             "celery_app",
+            "--quiet",
             "worker",
             "--loglevel",
             "INFO",
@@ -37,7 +39,6 @@ class WorkerProcess:
             str(self.concurrency),
             "--without-mingle",
             "--without-gossip",
-            "-E",
         ]
         self.proc = subprocess.Popen(
             cmd,

@@ -122,3 +122,24 @@ def _post_until_acked(client: Any, event: dict[str, Any]) -> Any:
             return response
         time.sleep(0.1)  # Redis is restarting: the provider would resend
     return response
+
+
+def test_worker_survives_redis_restart_with_a_task_in_flight(
+    client, env, tmp_path, refcampaign, redis_server: EmbeddedRedis
+):
+    """Celery 5.7.0 + kombu 5.7.0 exit here ('NoneType' has no attribute 'hostname'): the pin."""
+    worker = WorkerProcess(env, tmp_path / "w.log").start()
+    refcampaign.script(Scripted(status=None, delay=2.0))
+    try:
+        assert post(client, checkout_event("cs_test_in_flight")).status_code == 200
+        wait_requests(refcampaign, 1)
+        redis_server.kill()
+        time.sleep(0.5)
+        redis_server.start()
+        refcampaign.wait_for(1)
+        time.sleep(4)  # the consumer notices the lost connection and reconnects
+        assert worker.proc is not None and worker.proc.poll() is None, worker.output()[-2000:]
+        assert post(client, checkout_event("cs_test_after_in_flight")).status_code == 200
+        refcampaign.wait_for(2, timeout=30)
+    finally:
+        worker.stop()

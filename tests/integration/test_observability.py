@@ -1,0 +1,196 @@
+"""What the on-call engineer sees: /metrics, JSON logs without secrets, and status."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge.embedded_redis import free_port
+from tests.conftest import API_KEY
+from tests.fixtures import paypal_fixture
+from tests.integration.test_stripe_flow import checkout_event, post
+from tests.processes import ROOT, WorkerProcess
+from tests.signing import OTHER_SECRET, SECRET, stripe_body, stripe_headers
+from tests.standins.refcampaign import Scripted
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def wait(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_metrics_count_every_outcome(client, worker, refcampaign, paypal):
+    refcampaign.script(Scripted(503))
+    assert post(client, checkout_event("cs_test_m_retry")).status_code == 200
+    refcampaign.wait_for(1)
+    refcampaign.script(Scripted(422, body='{"error":["amount"]}'))
+    assert post(client, checkout_event("cs_test_m_dead")).status_code == 200
+    assert post(client, checkout_event("cs_test_m_retry")).status_code == 200  # resend
+    ignored = checkout_event("cs_test_m_unpaid", payment_status="unpaid")
+    assert post(client, ignored).status_code == 200
+    body = stripe_body(checkout_event("cs_test_m_forged"))
+    forged = client.post("/webhooks/stripe", data=body, headers=stripe_headers(body, "whsec_x"))
+    assert forged.status_code == 400
+    forged_ipn = paypal_fixture("boxbilling__web_accept_completed.txt")
+    assert client.post("/webhooks/paypal/ipn", data=forged_ipn, headers=FORM).status_code == 200
+    wait(lambda: len(paypal.requests) == 1 and len(refcampaign.requests) == 3)
+    time.sleep(0.5)
+
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    got = samples(response.get_data(as_text=True))
+
+    def webhooks(provider: str, outcome: str, reason: str = "") -> float:
+        key = (("outcome", outcome), ("provider", provider), ("reason", reason))
+        return got.get(("refbridge_webhooks_total", key), 0)
+
+    assert webhooks("stripe", "accepted") == 2
+    assert webhooks("stripe", "duplicate") == 1
+    assert webhooks("stripe", "ignored", "payment_pending") == 1
+    assert webhooks("stripe", "rejected", "bad_signature") == 1
+    assert webhooks("paypal", "rejected", "ipn_invalid") == 1
+    postbacks = {k[1]: v for k, v in got.items() if k[0] == "refbridge_postbacks_total"}
+    assert postbacks[(("outcome", "delivered"), ("reason", ""))] == 1
+    assert postbacks[(("outcome", "retried"), ("reason", ""))] == 1
+    assert postbacks[(("outcome", "dead_lettered"), ("reason", "invalid_payload"))] == 1
+    assert got[("refbridge_ipn_verifications_total", (("outcome", "invalid"),))] == 1
+    assert got[("refbridge_delivery_latency_seconds_count", ())] == 1
+    assert got[("refbridge_delivery_latency_seconds_bucket", (("le", "+Inf"),))] == 1
+    assert got[("refbridge_dead_letter", ())] == 1
+    assert got[("refbridge_pending", ())] == 0
+    assert got[("refbridge_oldest_undelivered_age_seconds", ())] == 0
+
+
+def test_gauges_show_stuck_work(client, refcampaign, redis_url):
+    # No worker runs: accepted conversions wait, and the gauges say so.
+    for n in range(3):
+        assert post(client, checkout_event(f"cs_test_stuck_{n}")).status_code == 200
+    time.sleep(1.1)
+    got = samples(client.get("/metrics").get_data(as_text=True))
+    assert got[("refbridge_pending", ())] == 3
+    assert got[("refbridge_queue_depth", ())] == 3
+    assert got[("refbridge_oldest_undelivered_age_seconds", ())] >= 1.0
+
+
+EMAILS = (
+    "stripe@example.com",
+    "Ada.Lovelace@Example.com",
+    "fordnox@gmail.com",
+    "mitcheydoe@gmail.com",
+)
+
+
+@pytest.fixture()
+def web(env: dict[str, str], tmp_path: Path) -> Any:
+    port = free_port()
+    log = (tmp_path / "web.log").open("wb")
+    cmd = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:bridge.gunicorn_conf",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "bridge:create_app()",
+    ]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, "gunicorn did not start"
+            time.sleep(0.1)
+    yield base, tmp_path / "web.log"
+    proc.terminate()
+    proc.wait(15)
+    log.close()
+
+
+def test_logs_are_json_and_never_show_secrets_or_emails(web, env, tmp_path, refcampaign, paypal):
+    base, web_log = web
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        refcampaign.script(Scripted(503), Scripted(401, body='{"error":"invalid API key"}'))
+        for n, email in enumerate(EMAILS[:2]):
+            event = checkout_event(
+                f"cs_test_log_{n}", customer_details={"email": email}, metadata={"rcsid": "rcs_log"}
+            )
+            body = stripe_body(event)
+            secret = SECRET if n == 0 else OTHER_SECRET
+            assert requests.post(
+                f"{base}/webhooks/stripe",
+                data=body,
+                headers=stripe_headers(body, secret),
+                timeout=5,
+            ).ok
+        bad = stripe_body(checkout_event("cs_test_log_bad"))
+        requests.post(
+            f"{base}/webhooks/stripe",
+            data=bad,
+            headers=stripe_headers(bad, "whsec_wrong_secret_value"),
+            timeout=5,
+        )
+        for name in (
+            "boxbilling__web_accept_completed.txt",
+            "boxbilling__subscr_payment_completed.txt",
+        ):
+            raw = paypal_fixture(name)
+            if "web_accept" in name:
+                paypal.send(raw)
+            assert (
+                requests.post(
+                    f"{base}/webhooks/paypal/ipn", data=raw, headers=FORM, timeout=5
+                ).status_code
+                == 200
+            )
+        wait(lambda: len(refcampaign.requests) >= 3 and len(paypal.requests) >= 2, 30)
+        time.sleep(1.0)
+    finally:
+        worker.stop()
+    dlq = subprocess.run(
+        [str(Path(sys.executable).parent / "refbridge"), "dlq", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    text = web_log.read_text() + worker.output() + dlq.stdout + dlq.stderr
+    for secret in (API_KEY, SECRET, OTHER_SECRET, "whsec_wrong_secret_value"):
+        assert secret not in text
+    for email in (*EMAILS, "mitcheyDoe@gmail.com"):
+        assert email.lower() not in text.lower()
+    lines = [line for line in (web_log.read_text() + worker.output()).splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    attempts = [r for r in records if r.get("event") == "attempt_finished"]
+    assert attempts and all("attempt" in r and "provider_event_id" in r for r in attempts)
+    assert any(r.get("externalId") == "cs_test_log_0" for r in attempts)
+    received = [r for r in records if r.get("event") == "webhook_recorded"]
+    assert any(r.get("provider_event_id") == "evt_cs_test_log_0" for r in received)
