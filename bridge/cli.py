@@ -93,10 +93,42 @@ def _status(ledger: Ledger, as_json: bool) -> int:
     if as_json:
         print(json.dumps(data, indent=2))
         return 0
-    width = max(len(k) for k in data)
-    for key, value in data.items():
-        print(f"{key.replace('_', ' '):<{width}}  {'-' if value is None else value}")
+    print(_status_table(data))
     return 0
+
+
+STATUS_SECTIONS = {
+    "Work": (
+        "pending",
+        "queue_depth",
+        "scheduled_retries",
+        "overdue",
+        "dead_letter",
+        "oldest_undelivered_age_seconds",
+    ),
+    "Counts": (
+        "accepted",
+        "delivered",
+        "retried",
+        "dead_lettered",
+        "rejected",
+        "unattributed",
+        "ignored",
+        "duplicate",
+    ),
+    "Latest": ("last_delivered_at", "last_error", "last_error_at"),
+}
+
+
+def _status_table(data: dict[str, Any]) -> str:
+    width = max(len(k) for k in data)
+    lines = []
+    for title, keys in STATUS_SECTIONS.items():
+        lines.append(title)
+        for key in keys:
+            value = data.get(key)
+            lines.append(f"  {key.replace('_', ' '):<{width}}  {'-' if value is None else value}")
+    return "\n".join(lines)
 
 
 def _dlq(ledger: Ledger, args: argparse.Namespace) -> int:

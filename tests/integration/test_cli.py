@@ -163,7 +163,10 @@ def test_422_is_dead_lettered_at_once_and_shown_by_the_cli(
     assert counts["last_error"] == "422 invalid_payload"
 
     human = ok(cli("status")).splitlines()
-    rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in human)
+    assert [line for line in human if not line.startswith(" ")] == ["Work", "Counts", "Latest"]
+    rows = dict(
+        re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in human if line.startswith(" ")
+    )
     assert rows["dead letter"] == "1"
     assert rows["delivered"] == "0"
     assert rows["last delivered at"] == "-"
