@@ -12,7 +12,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from werkzeug.exceptions import HTTPException
 
 from bridge import reports
-from bridge.dispatch import Dispatch, make_dispatch, producer_app
 from bridge.ledger import Ledger
 from bridge.logs import configure_logging
 from bridge.metrics import RedisCollector
@@ -25,7 +24,7 @@ WORKER_BOOT_ERROR = 3
 log = structlog.get_logger("refbridge.web")
 
 
-def create_app(settings: Settings | None = None, dispatch: Dispatch | None = None) -> Flask:
+def create_app(settings: Settings | None = None) -> Flask:
     """Build the web app; with no settings, read them from the environment (exit on error)."""
     configure_logging()
     if settings is None:
@@ -34,16 +33,14 @@ def create_app(settings: Settings | None = None, dispatch: Dispatch | None = Non
     # One byte over the limit, so that read_body can tell "exactly 1 MiB" from "more".
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY + 1
     ledger = Ledger(connect(settings.require("REDIS_URL").redis_url or ""))
-    if dispatch is None:
-        dispatch = make_dispatch(producer_app(settings.redis_url or ""))
     if not settings.stripe_webhook_secrets:
         log.warning(
             "config_warning",
             variable="STRIPE_WEBHOOK_SECRET",
             problem="not set: Stripe webhooks will be refused with 400",
         )
-    app.extensions["refbridge"] = {"settings": settings, "ledger": ledger, "dispatch": dispatch}
-    register_webhooks(app, settings, ledger, dispatch)
+    app.extensions["refbridge"] = {"settings": settings, "ledger": ledger}
+    register_webhooks(app, settings, ledger)
     _operations(app, ledger)
     _errors(app)
     return app
@@ -68,7 +65,8 @@ def _operations(app: Flask, ledger: Ledger) -> None:
 
     @app.get("/readyz")
     def readyz() -> Any:
-        ledger.redis.ping()
+        # A write, not a PING: a full Redis (noeviction) answers PING but refuses webhooks.
+        ledger.redis.set("rb:readyz", "1", ex=10)
         return jsonify(status="ready")
 
     @app.get("/metrics")

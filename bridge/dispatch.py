@@ -1,49 +1,80 @@
-"""Handing a claimed item to the workers: a Celery message sent by task name.
+"""Task messages: what the ledger pushes onto the Celery queue to have an item worked on.
 
-The web side never imports `tasks/`; it sends the message by name through a producer-only
-Celery app. The message only nudges: if it is lost, the ledger's lease brings the item back.
+A message only nudges a worker: if it is lost, the item's lease runs out and the sweeper sends
+another, so the broker's own redelivery (visibility timeout) never matters. The web side never
+imports `tasks/` nor builds a Celery producer: the ledger's intake script pushes a message in
+Celery's task protocol 2, as kombu's Redis transport stores it, in the same atomic step that
+records the item (one Redis round trip per webhook instead of a ledger write plus apply_async).
+`tests/test_dispatch.py` holds the format against Celery's own message builder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from celery import Celery
-
-from bridge.ledger import Claim
+import base64
+import json
+import os
+import socket
+import uuid
 
 PROCESS_TASK = "refbridge.process_item"
 QUEUE = "refbridge"
-
-Dispatch = Callable[[Claim], None]
+_ORIGIN = f"refbridge{os.getpid()}@{socket.gethostname()}"
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 def celery_config(redis_url: str) -> dict[str, object]:
-    """Broker settings shared by the producer (web) and the workers."""
+    """Broker settings of the workers' Celery app."""
     return {
         "broker_url": redis_url,
         "task_default_queue": QUEUE,
         "task_ignore_result": True,
         "broker_connection_retry_on_startup": True,
-        # Fail fast while Redis is down: the webhook answers 503 and the provider resends.
         "broker_transport_options": {"socket_connect_timeout": 2, "socket_timeout": 5},
         "broker_connection_timeout": 2,
-        "broker_connection_max_retries": 1,
         "task_publish_retry": False,
     }
 
 
-def make_dispatch(app: Celery) -> Dispatch:
-    """A function that sends one process_item message for a claim."""
-
-    def dispatch(claim: Claim) -> None:
-        app.send_task(PROCESS_TASK, args=[claim.item_id, claim.token], queue=QUEUE)
-
-    return dispatch
-
-
-def producer_app(redis_url: str) -> Celery:
-    """A Celery app that only sends messages (used by the web process and the CLI)."""
-    app = Celery("refbridge-producer")
-    app.conf.update(celery_config(redis_url))
-    return app
+def task_message(item_id: str, token: str) -> str:
+    """The queue entry that makes a worker run `refbridge.process_item(item_id, token)`."""
+    task_id = str(uuid.uuid4())
+    args = [item_id, token]
+    body = json.dumps([args, {}, _EMBED]).encode("utf-8")
+    return json.dumps(
+        {
+            "body": base64.b64encode(body).decode("ascii"),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {
+                "lang": "py",
+                "task": PROCESS_TASK,
+                "id": task_id,
+                "shadow": None,
+                "eta": None,
+                "expires": None,
+                "group": None,
+                "group_index": None,
+                "retries": 0,
+                "timelimit": [None, None],
+                "root_id": task_id,
+                "parent_id": None,
+                "argsrepr": repr(args),
+                "kwargsrepr": "{}",
+                "origin": _ORIGIN,
+                "ignore_result": True,
+                "replaced_task_nesting": 0,
+                "stamped_headers": None,
+                "stamps": {},
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": "",
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": QUEUE},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        },
+        separators=(",", ":"),
+    )

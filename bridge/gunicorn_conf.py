@@ -25,6 +25,8 @@ accesslog = "-"
 timeout = 30
 graceful_timeout = 10
 keepalive = 5
+# gunicorn 27's control socket lives in ~/.gunicorn, shared by every gunicorn of the user.
+control_socket_disable = True
 
 
 def on_starting(server: Any) -> None:

@@ -18,7 +18,7 @@ QUEUED_LEASE = 45.0
 
 @dataclass(frozen=True)
 class Accepted:
-    """Recorded and leased; the claim must be dispatched."""
+    """Recorded, leased, and its task message queued."""
 
     claim: Claim
 

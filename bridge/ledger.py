@@ -11,6 +11,7 @@ from typing import Any
 import redis
 
 from bridge import ledger_scripts
+from bridge.dispatch import QUEUE, task_message
 from bridge.metrics import STATS, latency_fields
 
 PREFIX = "rb:item:"
@@ -73,20 +74,24 @@ class Ledger:
         """
         now = time.time()
         token = new_token()
-        argv: list[Any] = [now, now + lease, token, SEEN_TTL, *stats]
+        argv: list[Any] = [now, now + lease, token, SEEN_TTL, *stats, task_message(item, token)]
         for name, value in fields.items():
             argv += [name, value]
-        keys = [item_key(item), DUE, seen, STATS, UNDELIVERED]
+        keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE]
         created = self._enqueue(keys=keys, args=argv)
         return Claim(item, token) if created else None
 
-    def claim_due(self, lease: float, limit: int = 100) -> list[Claim]:
-        """Lease up to `limit` items whose due time has come."""
+    def dispatch_due(self, lease: float, limit: int = 100) -> list[Claim]:
+        """Lease up to `limit` items whose due time has come and queue a task for each."""
         now = time.time()
         flat = self._claim_due(keys=[DUE], args=[now, now + lease, new_token(), limit])
-        return [
+        claims = [
             Claim(item_id(_text(k)), _text(t)) for k, t in zip(flat[::2], flat[1::2], strict=True)
         ]
+        if claims:
+            # Not atomic with the claim, and need not be: a lost message is claimed again.
+            self.redis.lpush(QUEUE, *(task_message(c.item_id, c.token) for c in claims))
+        return claims
 
     def start(self, claim: Claim, lease: float) -> dict[str, str] | None:
         """Begin an attempt under `claim`; the item's fields, or None for a stale claim."""

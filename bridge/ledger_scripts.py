@@ -6,15 +6,17 @@ whose worker died becomes due again by itself: no broker visibility timeout is i
 The `token` field names the current claim; a stale task message (older token) does nothing.
 """
 
-# KEYS: item, due, seen, stats, undelivered.
-# ARGV: now, lease_until, token, seen_ttl, accepted_stat, duplicate_stat, field, value, ...
+# KEYS: item, due, seen, stats, undelivered, queue.
+# ARGV: now, lease_until, token, seen_ttl, accepted_stat, duplicate_stat, task_message,
+#       field, value, ...
+# Records the item and pushes its task message in one step: never one without the other.
 ENQUEUE = """
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
   if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[6], 1) end
   return 0
 end
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', 0, 'token', ARGV[3],
@@ -23,6 +25,7 @@ redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
 redis.call('ZADD', KEYS[5], ARGV[1], KEYS[1])
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
+redis.call('LPUSH', KEYS[6], ARGV[7])
 return 1
 """
 

@@ -13,7 +13,6 @@ import structlog
 
 from bridge import intake
 from bridge.conversion import Conversion, Ignored, Rejected
-from bridge.dispatch import Dispatch
 from bridge.ledger import KEEP_DONE, Claim, Ledger
 from bridge.metrics import stat
 from bridge.outcomes import (
@@ -39,12 +38,11 @@ def run_lease(settings: Settings) -> float:
 
 @dataclass(frozen=True)
 class Worker:
-    """What an attempt needs: the ledger, the HTTP session, settings and a dispatcher."""
+    """What an attempt needs: the ledger, the HTTP session and settings."""
 
     ledger: Ledger
     session: requests.Session
     settings: Settings
-    dispatch: Dispatch
     observe: Callable[[str, dict[str, str], Outcome], None] = lambda *_: None
 
 
@@ -195,6 +193,5 @@ def _accept_mapped(
         claim, "done", KEEP_DONE, "", {**done, "external_id": conversion.external_id}
     )
     if isinstance(accepted, intake.Accepted):
-        worker.dispatch(accepted.claim)
         return "verified"
     return "duplicate" if isinstance(accepted, intake.Duplicate) else "unattributed"

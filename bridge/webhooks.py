@@ -11,7 +11,6 @@ from werkzeug.exceptions import HTTPException
 
 from bridge import intake
 from bridge.conversion import Ignored
-from bridge.dispatch import Dispatch
 from bridge.ledger import Ledger
 from bridge.metrics import stat
 from bridge.paypal import is_form_encoded, is_test_ipn, parse_ipn
@@ -24,7 +23,7 @@ MAX_BODY = 1024 * 1024
 log = structlog.get_logger("refbridge.web")
 
 
-def register_webhooks(app: Flask, settings: Settings, ledger: Ledger, dispatch: Dispatch) -> None:
+def register_webhooks(app: Flask, settings: Settings, ledger: Ledger) -> None:
     """Add `POST /webhooks/stripe` and `POST /webhooks/paypal/ipn` to `app`."""
 
     def count(**labels: str) -> None:
@@ -58,7 +57,7 @@ def register_webhooks(app: Flask, settings: Settings, ledger: Ledger, dispatch: 
         outcome = intake.accept_conversion(
             ledger, result, provider="stripe", event_id=event["id"], received_at=received_at
         )
-        _hand_on(outcome, dispatch, result.external_id)
+        log.info("webhook_recorded", outcome=_word(outcome), externalId=result.external_id)
         return jsonify(received=True)
 
     @app.post("/webhooks/paypal/ipn")
@@ -76,7 +75,8 @@ def register_webhooks(app: Flask, settings: Settings, ledger: Ledger, dispatch: 
             log.info("webhook_rejected", reason="test_ipn_on_live")
             count(provider="paypal", outcome="rejected", reason="test_ipn_on_live")
             return Response(b"", 200)
-        _hand_on(intake.accept_ipn(ledger, raw, track_id), dispatch, None)
+        outcome = intake.accept_ipn(ledger, raw, track_id)
+        log.info("webhook_recorded", outcome=_word(outcome))
         return Response(b"", 200)
 
 
@@ -96,10 +96,5 @@ def read_body(cache: bool) -> bytes:
     return raw
 
 
-def _hand_on(outcome: intake.IntakeResult, dispatch: Dispatch, external_id: str | None) -> None:
-    if isinstance(outcome, intake.Accepted):
-        try:
-            dispatch(outcome.claim)
-        except Exception as exc:  # noqa: BLE001 — recorded already; the lease brings it back
-            log.warning("dispatch_failed", item=outcome.claim.item_id, error=type(exc).__name__)
-    log.info("webhook_recorded", outcome=type(outcome).__name__.lower(), externalId=external_id)
+def _word(outcome: intake.IntakeResult) -> str:
+    return type(outcome).__name__.lower()

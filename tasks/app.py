@@ -6,12 +6,13 @@ import json
 import os
 import sys
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import celery.apps.worker as celery_worker
 from celery import Celery, signals
 
-from bridge.dispatch import QUEUE, celery_config, make_dispatch
+from bridge.dispatch import QUEUE, celery_config
 from bridge.ledger import Ledger
 from bridge.logs import configure_logging
 from bridge.postback import new_session
@@ -35,7 +36,6 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
-        task_send_sent_event=True,
         task_queues=None,
         task_default_queue=QUEUE,
         broker_connection_max_retries=None,
@@ -58,7 +58,6 @@ def current_worker(app: Celery) -> Worker:
                 ledger=Ledger(connect(settings.redis_url or "")),
                 session=new_session(),
                 settings=settings,
-                dispatch=make_dispatch(app),
             )
             _local["pid"] = os.getpid()
         worker: Worker = _local["worker"]
@@ -70,7 +69,10 @@ def _say_json(msg: str, f: Any = sys.__stderr__) -> None:
 
     Celery writes them with a raw os.write from its signal handlers; so does this (no locks).
     """
-    line = json.dumps({"event": msg.strip(), "level": "info", "logger": "celery.apps.worker"})
+    stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    line = json.dumps(
+        {"event": msg.strip(), "level": "info", "logger": "celery.apps.worker", "timestamp": stamp}
+    )
     stream = f or sys.__stderr__ or sys.__stdout__
     if stream is not None:
         os.write(stream.fileno(), (line + "\n").encode())

@@ -23,13 +23,10 @@ log = structlog.get_logger("refbridge.sweeper")
 
 
 def sweep_once(app: Celery) -> int:
-    """Claim due items and send a task for each; how many were sent."""
+    """Claim due items and queue a task for each; how many were queued."""
     from tasks.app import current_worker
 
-    worker = current_worker(app)
-    claims = worker.ledger.claim_due(QUEUED_LEASE, BATCH)
-    for claim in claims:
-        worker.dispatch(claim)
+    claims = current_worker(app).ledger.dispatch_due(QUEUED_LEASE, BATCH)
     if claims:
         log.info("swept", dispatched=len(claims))
     return len(claims)
