@@ -1,0 +1,76 @@
+"""Run every figure of issue 6 in turn and print one summary table.
+
+    .venv/bin/python -m bench.run_all
+
+Each figure runs as its own process (`python -m bench.<module>`) with fresh Redis, stand-in,
+gunicorn and Celery processes; results land in bench/results/<figure>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from bench.harness import ROOT
+
+FIGURES = [
+    (
+        "1 ack throughput",
+        "ack_throughput",
+        lambda r: (
+            f"ratio {r['ratio']} (goal >= 0.6), p99 {r['bridge']['p99_ms']} ms (goal <= 25); "
+            f"bridge {r['bridge']['throughput_rps']}/s "
+            f"vs bare {r['bare_flask']['throughput_rps']}/s",
+            r["goal_ratio_met"] and r["goal_p99_met"],
+        ),
+    ),
+    (
+        "2 drain rate",
+        "drain_rate",
+        lambda r: (
+            f"ratio {r['ratio']} (goal >= 1.0); {r['bridge_drain_per_s']}/s vs "
+            f"sequential {r['sequential_session_per_s']}/s",
+            r["goal_met"],
+        ),
+    ),
+    (
+        "3 ack p99, 300 ms RefCampaign",
+        "slow_refcampaign",
+        lambda r: (f"{r['times_faster']} x faster (goal >= 20)", r["goal_met"]),
+    ),
+    (
+        "4 postback latency @200/s",
+        "postback_latency",
+        lambda r: (f"p95 {r['postback_latency_ms']['p95']} ms (goal <= 25)", r["goal_met"]),
+    ),
+    (
+        "5 memory",
+        "memory",
+        lambda r: (
+            f"peak {r['peak_rss_mib']} MiB, growth 5k->10k {r['growth_5000_to_10000_mib']} MiB",
+            r["goal_met"],
+        ),
+    ),
+]
+
+
+def main() -> int:
+    rows = []
+    for title, module, summarise in FIGURES:
+        print(f"== {title}: python -m bench.{module}", flush=True)
+        done = subprocess.run([sys.executable, "-m", f"bench.{module}"], cwd=ROOT, timeout=300)
+        if done.returncode != 0:
+            rows.append((title, "FAILED to run", False))
+            continue
+        result = json.loads((ROOT / "bench" / "results" / f"{module}.json").read_text())
+        text, met = summarise(result)
+        rows.append((title, text, met))
+    print()
+    for title, text, met in rows:
+        print(f"{'MET ' if met else 'MISS'}  {title}: {text}")
+    return 0 if all(met for *_, met in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
