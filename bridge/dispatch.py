@@ -1,11 +1,12 @@
-"""Task messages: what the ledger pushes onto the Celery queue to have an item worked on.
+"""Nudges: the Celery messages that tell a worker there is due work in the ledger.
 
-A message only nudges a worker: if it is lost, the item's lease runs out and the sweeper sends
-another, so the broker's own redelivery (visibility timeout) never matters. The web side never
-imports `tasks/` nor builds a Celery producer: the ledger's intake script pushes a message in
-Celery's task protocol 2, as kombu's Redis transport stores it, in the same atomic step that
-records the item (one Redis round trip per webhook instead of a ledger write plus apply_async).
-`tests/test_dispatch.py` holds the format against Celery's own message builder.
+A nudge carries no item: the task it runs claims a batch of due items from the ledger. If a
+nudge is lost, the items stay due and the sweeper queues another, so the broker's own
+redelivery (visibility timeout) never matters. The web side never imports `tasks/` nor builds
+a Celery producer: the ledger's intake script pushes a message in Celery's task protocol 2, as
+kombu's Redis transport stores it, in the same atomic step that records the item (one Redis
+round trip per webhook instead of a ledger write plus apply_async). `tests/test_dispatch.py`
+holds the format against Celery's own message builder.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import socket
 import uuid
 
-PROCESS_TASK = "refbridge.process_item"
+PROCESS_TASK = "refbridge.process_due"
 QUEUE = "refbridge"
 _ORIGIN = f"refbridge{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -35,10 +36,10 @@ def celery_config(redis_url: str) -> dict[str, object]:
     }
 
 
-def task_message(item_id: str, token: str) -> str:
-    """The queue entry that makes a worker run `refbridge.process_item(item_id, token)`."""
+def nudge_message() -> str:
+    """A queue entry that makes a worker run `refbridge.process_due()`."""
     task_id = str(uuid.uuid4())
-    args = [item_id, token]
+    args: list[str] = []
     body = json.dumps([args, {}, _EMBED]).encode("utf-8")
     return json.dumps(
         {

@@ -9,18 +9,15 @@ import time
 from dataclasses import dataclass
 
 from bridge.conversion import Conversion
-from bridge.ledger import Claim, Ledger
+from bridge.ledger import Ledger
 from bridge.metrics import stat
-
-# A queued message should start within this; past it the item is claimed again.
-QUEUED_LEASE = 45.0
 
 
 @dataclass(frozen=True)
 class Accepted:
-    """Recorded, leased, and its task message queued."""
+    """Recorded, due now, the workers nudged."""
 
-    claim: Claim
+    item_id: str
 
 
 @dataclass(frozen=True)
@@ -56,8 +53,8 @@ def accept_conversion(
         stat("webhooks", provider=provider, outcome="accepted"),
         stat("webhooks", provider=provider, outcome="duplicate"),
     )
-    claim = ledger.enqueue(conversion.external_id, seen, fields, QUEUED_LEASE, stats)
-    return Accepted(claim) if claim else Duplicate()
+    recorded = ledger.enqueue(conversion.external_id, seen, fields, stats)
+    return Accepted(conversion.external_id) if recorded else Duplicate()
 
 
 def ipn_item_id(raw: bytes) -> str:
@@ -77,5 +74,5 @@ def accept_ipn(ledger: Ledger, raw: bytes, track_id: str) -> IntakeResult:
     }
     # Its outcome (accepted, ignored, rejected...) is counted once verified; a resend now.
     stats = ("", stat("webhooks", provider="paypal", outcome="duplicate", reason="same_message"))
-    claim = ledger.enqueue(item, f"rb:seen:paypal-ipn:{item}", fields, QUEUED_LEASE, stats)
-    return Accepted(claim) if claim else Duplicate()
+    recorded = ledger.enqueue(item, f"rb:seen:paypal-ipn:{item}", fields, stats)
+    return Accepted(item) if recorded else Duplicate()

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from bridge import ledger_scripts
-from bridge.dispatch import QUEUE, task_message
+from bridge.dispatch import QUEUE, nudge_message
 from bridge.metrics import STATS, latency_fields
 
 PREFIX = "rb:item:"
@@ -19,6 +19,7 @@ DUE = "rb:due"
 DLQ = "rb:dlq"
 RETRY = "rb:retry"
 UNDELIVERED = "rb:undelivered"
+NUDGES = "rb:nudges"
 REJECTED = "rb:rejected"
 SEEN_TTL = 30 * 24 * 3600
 KEEP_DONE = 30 * 24 * 3600
@@ -42,10 +43,15 @@ def new_token() -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    """A leased item handed to a task: its id and the claim's token."""
+    """An item claimed for one attempt: its id, the claim's token and the item's fields."""
 
     item_id: str
     token: str
+    item: dict[str, str]
+
+
+# Nudges queued at once by webhooks; each nudged task claims a batch, so a few are enough.
+MAX_NUDGES = 8
 
 
 class Ledger:
@@ -54,8 +60,8 @@ class Ledger:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self._enqueue = client.register_script(ledger_scripts.ENQUEUE)
-        self._claim_due = client.register_script(ledger_scripts.CLAIM_DUE)
-        self._start = client.register_script(ledger_scripts.START)
+        self._claim = client.register_script(ledger_scripts.CLAIM)
+        self._nudge = client.register_script(ledger_scripts.NUDGE)
         self._finish = client.register_script(ledger_scripts.FINISH)
         self._replay = client.register_script(ledger_scripts.REPLAY)
         self._purge = client.register_script(ledger_scripts.PURGE)
@@ -65,43 +71,32 @@ class Ledger:
         item: str,
         seen: str,
         fields: Mapping[str, str | int | float],
-        lease: float,
         stats: tuple[str, str] = ("", ""),
-    ) -> Claim | None:
-        """Record a new item, leased for its first run; None when `seen` or the item exists.
+    ) -> bool:
+        """Record a new item, due now, and nudge the workers; False when `seen` or it exists.
 
         `stats` names the counters to add one to when it is recorded / a duplicate.
         """
-        now = time.time()
-        token = new_token()
-        argv: list[Any] = [now, now + lease, token, SEEN_TTL, *stats, task_message(item, token)]
+        argv: list[Any] = [time.time(), SEEN_TTL, *stats, nudge_message(), MAX_NUDGES]
         for name, value in fields.items():
             argv += [name, value]
-        keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE]
-        created = self._enqueue(keys=keys, args=argv)
-        return Claim(item, token) if created else None
+        keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES]
+        return bool(self._enqueue(keys=keys, args=argv))
 
-    def dispatch_due(self, lease: float, limit: int = 100) -> list[Claim]:
-        """Lease up to `limit` items whose due time has come and queue a task for each."""
+    def claim(self, lease: float, limit: int, took_nudge: bool = False) -> list[Claim]:
+        """Claim up to `limit` due items for an attempt each, leased for `lease` seconds."""
         now = time.time()
-        flat = self._claim_due(keys=[DUE], args=[now, now + lease, new_token(), limit])
-        claims = [
-            Claim(item_id(_text(k)), _text(t)) for k, t in zip(flat[::2], flat[1::2], strict=True)
+        argv: list[Any] = [now, now + lease, new_token(), limit, "1" if took_nudge else "0"]
+        flat = self._claim(keys=[DUE, RETRY, NUDGES], args=argv)
+        return [
+            Claim(item_id(_text(key)), _text(token), _fields(fields))
+            for key, token, fields in zip(flat[::3], flat[1::3], flat[2::3], strict=True)
         ]
-        if claims:
-            # Not atomic with the claim, and need not be: a lost message is claimed again.
-            self.redis.lpush(QUEUE, *(task_message(c.item_id, c.token) for c in claims))
-        return claims
 
-    def start(self, claim: Claim, lease: float) -> dict[str, str] | None:
-        """Begin an attempt under `claim`; the item's fields, or None for a stale claim."""
-        now = time.time()
-        flat = self._start(
-            keys=[item_key(claim.item_id), DUE, RETRY], args=[claim.token, now, now + lease]
-        )
-        if not flat:
-            return None
-        return {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+    def nudge(self, batch: int, most: int = MAX_NUDGES) -> int:
+        """Queue enough nudges for the work that is due now; how many were queued."""
+        argv: list[Any] = [time.time(), batch, *(nudge_message() for _ in range(most))]
+        return int(self._nudge(keys=[DUE, QUEUE, NUDGES], args=argv))
 
     def finish(
         self,
@@ -110,13 +105,28 @@ class Ledger:
         when: float,
         stat: str = "",
         fields: Mapping[str, str | int | float] | None = None,
+        latency: float | None = None,
+        latest: Mapping[str, str | float] | None = None,
     ) -> bool:
-        """Apply an attempt's outcome ('retry' | 'done' | 'dead'); False if it no longer applies."""
+        """Apply an attempt's outcome ('retry' | 'done' | 'dead'); False if it no longer applies.
+
+        `latency` adds to the delivery-latency histogram and `latest` notes values for status
+        (last delivery, last error): all in the same round trip.
+        """
         argv: list[Any] = [claim.token, time.time(), outcome, when, stat]
         for name, value in (fields or {}).items():
             argv += [name, value]
         keys = [item_key(claim.item_id), DUE, DLQ, STATS, RETRY, UNDELIVERED]
-        return bool(self._finish(keys=keys, args=argv))
+        pipe = self.redis.pipeline(transaction=False)
+        self._finish(keys=keys, args=argv, client=pipe)
+        if latest:
+            pipe.hset(STATS, mapping=dict(latest))
+        if latency is not None:
+            bucket, total, count = latency_fields(latency)
+            pipe.hincrby(STATS, bucket, 1)
+            pipe.hincrbyfloat(STATS, total, latency)
+            pipe.hincrby(STATS, count, 1)
+        return bool(pipe.execute()[0])
 
     def replay(self, ids: Iterable[str]) -> list[str]:
         """Put dead-lettered items back to work, due now; the ids that were dead-lettered."""
@@ -135,19 +145,6 @@ class Ledger:
             pipe.hincrby(STATS, stat, 1)
         pipe.execute()
 
-    def observe_latency(self, seconds: float) -> None:
-        """Add one delivery latency to the histogram."""
-        bucket, total, count = latency_fields(seconds)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(STATS, bucket, 1)
-        pipe.hincrbyfloat(STATS, total, seconds)
-        pipe.hincrby(STATS, count, 1)
-        pipe.execute()
-
-    def note(self, **latest: str | float) -> None:
-        """Remember the latest values of something (last delivery, last error) for status."""
-        self.redis.hset(STATS, mapping=latest)
-
     def record_rejected(self, entry: str) -> None:
         """Keep a bounded list of recent rejections (JSON lines) for `refbridge status`."""
         pipe = self.redis.pipeline(transaction=True)
@@ -164,6 +161,10 @@ class Ledger:
         """Ids in the dead-letter queue, oldest first."""
         keys: list[bytes] = self.redis.zrange(DLQ, 0, -1)  # type: ignore[assignment]
         return [item_id(_text(k)) for k in keys]
+
+
+def _fields(flat: list[bytes]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
 
 
 def _text(value: bytes | str) -> str:

@@ -1,45 +1,62 @@
 """Lua scripts that move a ledger item between states atomically inside Redis.
 
 An item is a hash `rb:item:{id}`; `rb:due` (sorted set, score = unix time) holds every item
-that still has work to do. A claimed item's score is pushed to the end of its lease, so an item
-whose worker died becomes due again by itself: no broker visibility timeout is involved.
-The `token` field names the current claim; a stale task message (older token) does nothing.
+that still has work to do, scored by when it is next due. A worker claims due items (CLAIM)
+and pushes their score to the end of a lease, so an item whose worker died becomes due again
+by itself: no broker visibility timeout is involved. The `token` field names the current
+claim; the outcome of an attempt whose claim was since taken over (RETRY, DEAD) does nothing.
+
+Celery messages are nudges (`refbridge.process_due`, no arguments): "there is due work".
+`rb:nudges` counts the nudges queued and not yet taken, so that a burst of webhooks queues a
+few nudges rather than one per webhook; each nudged task claims a batch.
 """
 
-# KEYS: item, due, seen, stats, undelivered, queue.
-# ARGV: now, lease_until, token, seen_ttl, accepted_stat, duplicate_stat, task_message,
+# KEYS: item, due, seen, stats, undelivered, queue, nudges.
+# ARGV: now, seen_ttl, accepted_stat, duplicate_stat, nudge_message, max_nudges,
 #       field, value, ...
-# Records the item and pushes its task message in one step: never one without the other.
+# Records the item, due now, and queues a nudge unless enough are queued: one atomic step.
 ENQUEUE = """
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
-  if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[6], 1) end
+  redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
+  if ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[4], 1) end
   return 0
 end
-for i = 8, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
-redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', 0, 'token', ARGV[3],
+redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', 0, 'token', '',
   'created_at', ARGV[1], 'window_start', ARGV[1], 'next_due', ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
+redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1])
 redis.call('ZADD', KEYS[5], ARGV[1], KEYS[1])
-redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
-if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
-redis.call('LPUSH', KEYS[6], ARGV[7])
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[3], 1) end
+if tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[6]) then
+  redis.call('INCR', KEYS[7])
+  redis.call('LPUSH', KEYS[6], ARGV[5])
+end
 return 1
 """
 
-# KEYS: due.  ARGV: now, lease_until, token_prefix, limit.  Returns {key, token, ...}.
-CLAIM_DUE = """
+# KEYS: due, retry, nudges.  ARGV: now, lease_until, token_prefix, limit, took_nudge.
+# Claims up to `limit` due items for attempts: new token, lease, attempt count.
+# Returns {key, token, {field, value, ...}, ...}.
+CLAIM = """
+if ARGV[5] == '1' and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
+  redis.call('DECR', KEYS[3])
+end
 local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
 local out = {}
 for i, key in ipairs(keys) do
-  local token = ARGV[3] .. ':' .. i
   if redis.call('HGET', key, 'status') == 'pending' then
-    redis.call('HSET', key, 'token', token)
+    local token = ARGV[3] .. ':' .. i
     redis.call('ZADD', KEYS[1], ARGV[2], key)
+    redis.call('ZREM', KEYS[2], key)
+    redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HSET', key, 'token', token, 'last_attempt_at', ARGV[1])
+    redis.call('HSETNX', key, 'first_attempt_at', ARGV[1])
     table.insert(out, key)
     table.insert(out, token)
+    table.insert(out, redis.call('HGETALL', key))
   else
     redis.call('ZREM', KEYS[1], key)
   end
@@ -47,16 +64,22 @@ end
 return out
 """
 
-# KEYS: item, due, retry.  ARGV: token, now, lease_until.  Returns the item's fields, or nil.
-START = """
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return nil end
-if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return nil end
-redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
-redis.call('ZREM', KEYS[3], KEYS[1])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'last_attempt_at', ARGV[2])
-redis.call('HSETNX', KEYS[1], 'first_attempt_at', ARGV[2])
-return redis.call('HGETALL', KEYS[1])
+# KEYS: due, queue, nudges.  ARGV: now, batch, nudge_message, ...
+# The sweeper's nudge: enough nudges queued for the work that is due (lost ones replaced).
+NUDGE = """
+local due = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1])
+local queued = redis.call('LLEN', KEYS[2])
+redis.call('SET', KEYS[3], queued)
+if due == 0 then return 0 end
+local wanted = math.ceil(due / tonumber(ARGV[2])) - queued
+local pushed = 0
+for i = 3, #ARGV do
+  if pushed >= wanted then break end
+  redis.call('LPUSH', KEYS[2], ARGV[i])
+  redis.call('INCR', KEYS[3])
+  pushed = pushed + 1
+end
+return pushed
 """
 
 # KEYS: item, due, dlq, stats, retry, undelivered.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
@@ -36,33 +36,54 @@ def run_lease(settings: Settings) -> float:
     return 2 * settings.delivery_timeout + 10
 
 
+# Items one task claims at a time; each gets its own thread, so every claimed item is being
+# worked on at once and a claim's lease (run_lease) covers exactly one attempt.
+BATCH = 8
+# A task that keeps finding full batches gives its pool process back after this long.
+BATCH_LOOP_SECONDS = 5.0
+
+
 @dataclass(frozen=True)
 class Worker:
-    """What an attempt needs: the ledger, the HTTP session and settings."""
+    """What attempts need: the ledger, the HTTP session, settings and a thread pool."""
 
     ledger: Ledger
     session: requests.Session
     settings: Settings
-    observe: Callable[[str, dict[str, str], Outcome], None] = lambda *_: None
+    threads: ThreadPoolExecutor
+
+
+def process_due(worker: Worker, took_nudge: bool = True) -> int:
+    """Claim due items in batches and run an attempt at each, concurrently; how many ran."""
+    started, done = time.monotonic(), 0
+    while True:
+        claims = worker.ledger.claim(run_lease(worker.settings), BATCH, took_nudge)
+        took_nudge = False
+        list(worker.threads.map(lambda claim: process_item(worker, claim), claims))
+        done += len(claims)
+        if len(claims) < BATCH or time.monotonic() - started > BATCH_LOOP_SECONDS:
+            return done
 
 
 def process_item(worker: Worker, claim: Claim) -> str:
     """Run one attempt under `claim`; a short word for what happened."""
-    item = worker.ledger.start(claim, run_lease(worker.settings))
-    if item is None:
-        return "stale"
+    item = claim.item
     bound = log.bind(
         item=claim.item_id,
         attempt=int(item.get("attempts", "1")),
         provider_event_id=item.get("event_id"),
     )
-    if item.get("kind") == "ipn":
-        outcome = _verify(worker, item)
-    else:
-        bound = bound.bind(externalId=item.get("external_id"))
-        outcome = _deliver(worker, item)
-    word = _record(worker, claim, item, outcome)
-    worker.observe(word, item, outcome)
+    try:
+        if item.get("kind") == "ipn":
+            outcome = _verify(worker, item)
+        else:
+            bound = bound.bind(externalId=item.get("external_id"))
+            outcome = _deliver(worker, item)
+        word = _record(worker, claim, item, outcome)
+    except Exception:  # noqa: BLE001 — one item's failure must not stop its batch
+        # The claim's lease runs out and the item is tried again.
+        bound.exception("attempt_crashed")
+        return "crashed"
     bound.info("attempt_finished", outcome=word, status=getattr(outcome, "status", None))
     return word
 
@@ -86,9 +107,11 @@ def _record(worker: Worker, claim: Claim, item: dict[str, str], outcome: Outcome
             "conversion_id": outcome.conversion_id or "",
             "last_error": "",
         }
-        if ledger.finish(claim, "done", KEEP_DONE, stat("postbacks", outcome="delivered"), fields):
-            ledger.observe_latency(now - float(item.get("received_at") or now))
-        ledger.note(last_delivered_at=now)
+        latency = now - float(item.get("received_at") or now)
+        delivered = stat("postbacks", outcome="delivered")
+        ledger.finish(
+            claim, "done", KEEP_DONE, delivered, fields, latency, {"last_delivered_at": now}
+        )
         return "delivered"
     if isinstance(outcome, Verified):
         ledger.count(stat("verifications", outcome="verified"))
@@ -99,8 +122,11 @@ def _record(worker: Worker, claim: Claim, item: dict[str, str], outcome: Outcome
         return "rejected"
     if isinstance(outcome, DeadLetter):
         fields = {**attempt, "reason": outcome.reason, "last_error": outcome.error}
-        ledger.finish(claim, "dead", 0, _stat_for(item, "dead_lettered", outcome.reason), fields)
-        ledger.note(last_error=f"{outcome.status} {outcome.reason}", last_error_at=now)
+        error = f"{outcome.status} {outcome.reason}"
+        dead = _stat_for(item, "dead_lettered", outcome.reason)
+        ledger.finish(
+            claim, "dead", 0, dead, fields, latest={"last_error": error, "last_error_at": now}
+        )
         return "dead_lettered"
     return _retry(worker, claim, item, outcome, attempt)
 
@@ -128,14 +154,15 @@ def _retry(
     if outcome.retry_after is not None:
         delay = min(outcome.retry_after, settings.delivery_backoff_max)
     fields = {**attempt, "last_error": outcome.error}
-    worker.ledger.note(
-        last_error=f"{outcome.status or ''} {outcome.error[:200]}".strip(), last_error_at=now
-    )
+    error = f"{outcome.status or ''} {outcome.error[:200]}".strip()
+    latest: dict[str, str | float] = {"last_error": error, "last_error_at": now}
     if now + delay > float(item["window_start"]) + settings.delivery_max_age:
         dead = _stat_for(item, "dead_lettered", "exhausted")
-        worker.ledger.finish(claim, "dead", 0, dead, {**fields, "reason": "exhausted"})
+        fields["reason"] = "exhausted"
+        worker.ledger.finish(claim, "dead", 0, dead, fields, latest=latest)
         return "dead_lettered"
-    worker.ledger.finish(claim, "retry", now + delay, _stat_for(item, "retried"), fields)
+    retried = _stat_for(item, "retried")
+    worker.ledger.finish(claim, "retry", now + delay, retried, fields, latest=latest)
     return "retried"
 
 

@@ -6,7 +6,6 @@ import json
 import time
 from typing import Any
 
-from bridge.dispatch import QUEUE
 from bridge.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger
 from bridge.metrics import STATS, totals
 
@@ -18,7 +17,7 @@ def _snapshot(ledger: Ledger) -> tuple[dict[str, str], dict[str, float | None]]:
     r, now = ledger.redis, time.time()
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(STATS)
-    pipe.llen(QUEUE)
+    pipe.zcount(DUE, "-inf", now)
     pipe.zcard(DUE)
     pipe.zcount(DUE, "-inf", now - OVERDUE_AFTER)
     pipe.zcard(RETRY)
@@ -38,7 +37,7 @@ def _snapshot(ledger: Ledger) -> tuple[dict[str, str], dict[str, float | None]]:
 
 
 GAUGE_DOCS = {
-    "queue_depth": "Task messages waiting in the Celery queue",
+    "queue_depth": "Items due now and waiting for a worker to claim them",
     "pending": "Conversions and IPN messages not yet delivered, verified or dead-lettered",
     "overdue": "Items due for more than 5 s that no worker has claimed",
     "scheduled_retries": "Items waiting for a scheduled retry",

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from bridge.dispatch import QUEUE, celery_config
 from bridge.ledger import Ledger
 from bridge.logs import configure_logging
 from bridge.postback import new_session
-from bridge.processing import Worker
+from bridge.processing import BATCH, Worker
 from bridge.redis_client import connect
 from config import Settings
 
@@ -35,7 +36,10 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=False,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,
+        # Task events cost more CPU in the worker's main process than anything else it does
+        # (bench/). Flower switches them on while it runs (its --enable_events default), and
+        # `celery -A celery_app control enable_events` does too; the README says so.
+        worker_send_task_events=False,
         task_queues=None,
         task_default_queue=QUEUE,
         broker_connection_max_retries=None,
@@ -56,8 +60,9 @@ def current_worker(app: Celery) -> Worker:
             settings: Settings = app.conf.refbridge_settings
             _local["worker"] = Worker(
                 ledger=Ledger(connect(settings.redis_url or "")),
-                session=new_session(),
+                session=new_session(settings.postback_url, pool_size=BATCH),
                 settings=settings,
+                threads=ThreadPoolExecutor(max_workers=BATCH, thread_name_prefix="attempt"),
             )
             _local["pid"] = os.getpid()
         worker: Worker = _local["worker"]

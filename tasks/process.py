@@ -1,4 +1,4 @@
-"""The one Celery task: run an attempt at a ledger item."""
+"""The one Celery task: claim due ledger items and run an attempt at each."""
 
 from __future__ import annotations
 
@@ -6,16 +6,15 @@ import structlog
 from celery import Celery
 
 from bridge.dispatch import PROCESS_TASK
-from bridge.ledger import Claim
-from bridge.processing import process_item
+from bridge.processing import process_due
 
 
 def register(app: Celery) -> None:
-    """Register `refbridge.process_item` on `app`."""
+    """Register `refbridge.process_due` on `app`."""
 
     @app.task(name=PROCESS_TASK, ignore_result=True)
-    def process(item_id: str, token: str) -> str:
+    def process() -> int:
         from tasks.app import current_worker
 
         structlog.contextvars.clear_contextvars()
-        return process_item(current_worker(app), Claim(item_id, token))
+        return process_due(current_worker(app))

@@ -1,9 +1,10 @@
-"""The sweeper: a thread in each worker's main process that dispatches due ledger items.
+"""The sweeper: a thread in each worker's main process that nudges workers about due items.
 
-It is what makes retries happen on time and what recovers items whose task message was lost
-(a worker killed with SIGKILL, a message dropped while Redis restarted): their lease runs out,
-they become due, and the next sweep (every second) sends them again. Several workers may
-sweep at once; the claim is one atomic script, so each item goes to exactly one of them.
+It is what makes retries happen on time and what recovers work whose nudge was lost (a worker
+killed with SIGKILL, a message dropped while Redis restarted) or whose worker died mid-attempt
+(the claim's lease runs out and the item is due again): every second it queues enough nudges
+for the items that are due. Several workers may sweep at once; claims are atomic, so each
+item goes to exactly one attempt at a time.
 """
 
 from __future__ import annotations
@@ -14,22 +15,21 @@ from typing import Any
 import structlog
 from celery import Celery, bootsteps
 
-from bridge.intake import QUEUED_LEASE
+from bridge.processing import BATCH
 from bridge.redis_client import REDIS_ERRORS
 
 INTERVAL = 1.0
-BATCH = 200
 log = structlog.get_logger("refbridge.sweeper")
 
 
 def sweep_once(app: Celery) -> int:
-    """Claim due items and queue a task for each; how many were queued."""
+    """Queue enough nudges for the items that are due; how many were queued."""
     from tasks.app import current_worker
 
-    claims = current_worker(app).ledger.dispatch_due(QUEUED_LEASE, BATCH)
-    if claims:
-        log.info("swept", dispatched=len(claims))
-    return len(claims)
+    nudged = current_worker(app).ledger.nudge(BATCH)
+    if nudged:
+        log.info("swept", nudges=nudged)
+    return nudged
 
 
 class Sweeper(bootsteps.StartStopStep):
@@ -51,8 +51,7 @@ class Sweeper(bootsteps.StartStopStep):
     def _loop(self, app: Celery) -> None:
         while not self._stop.wait(INTERVAL):
             try:
-                while sweep_once(app) >= BATCH and not self._stop.is_set():
-                    pass
+                sweep_once(app)
             except REDIS_ERRORS as exc:
                 log.warning("sweep_failed", error=type(exc).__name__)
             except Exception:  # noqa: BLE001 — the sweeper must outlive any one bad sweep
