@@ -21,11 +21,8 @@ if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then
   if ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[4], 1) end
   return 0
 end
-for i = 7, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', 0, 'token', '',
-  'created_at', ARGV[1], 'window_start', ARGV[1], 'next_due', ARGV[1])
+  'created_at', ARGV[1], 'window_start', ARGV[1], 'next_due', ARGV[1], unpack(ARGV, 7))
 redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1])
 redis.call('ZADD', KEYS[5], ARGV[1], KEYS[1])
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
