@@ -36,11 +36,8 @@ def celery_config(redis_url: str) -> dict[str, object]:
     }
 
 
-def nudge_message() -> str:
-    """A queue entry that makes a worker run `refbridge.process_due()`."""
-    task_id = str(uuid.uuid4())
-    args: list[str] = []
-    body = json.dumps([args, {}, _EMBED]).encode("utf-8")
+def _nudge_template() -> str:
+    body = json.dumps([[], {}, _EMBED]).encode("utf-8")
     return json.dumps(
         {
             "body": base64.b64encode(body).decode("ascii"),
@@ -49,7 +46,7 @@ def nudge_message() -> str:
             "headers": {
                 "lang": "py",
                 "task": PROCESS_TASK,
-                "id": task_id,
+                "id": "@ID@",
                 "shadow": None,
                 "eta": None,
                 "expires": None,
@@ -57,9 +54,9 @@ def nudge_message() -> str:
                 "group_index": None,
                 "retries": 0,
                 "timelimit": [None, None],
-                "root_id": task_id,
+                "root_id": "@ID@",
                 "parent_id": None,
-                "argsrepr": repr(args),
+                "argsrepr": "[]",
                 "kwargsrepr": "{}",
                 "origin": _ORIGIN,
                 "ignore_result": True,
@@ -68,14 +65,24 @@ def nudge_message() -> str:
                 "stamps": {},
             },
             "properties": {
-                "correlation_id": task_id,
+                "correlation_id": "@ID@",
                 "reply_to": "",
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "", "routing_key": QUEUE},
                 "priority": 0,
                 "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
+                "delivery_tag": "@TAG@",
             },
         },
         separators=(",", ":"),
     )
+
+
+# Every nudge is the same message but for its task id and delivery tag (kombu tracks unacked
+# messages by tag): fill a template rather than build and serialise it per webhook.
+_TEMPLATE = _nudge_template()
+
+
+def nudge_message() -> str:
+    """A queue entry that makes a worker run `refbridge.process_due()`."""
+    return _TEMPLATE.replace("@ID@", str(uuid.uuid4())).replace("@TAG@", str(uuid.uuid4()))

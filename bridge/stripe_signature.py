@@ -130,7 +130,8 @@ def _parse_event(text: str) -> dict[str, Any]:
         event = json.loads(text)
         # JSON may escape lone surrogates ("\ud800") that no UTF-8 string can hold: refuse them
         # here rather than fail later on a Redis key or an email hash.
-        json.dumps(event, ensure_ascii=False).encode("utf-8")
+        if "\\ud" in text or "\\uD" in text:
+            json.dumps(event, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):
         raise StripeEventError("not_json", "webhook body is not JSON") from None
     if not _is_event(event):
