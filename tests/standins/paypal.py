@@ -6,7 +6,6 @@ complete, unaltered message; anything else (re-encoded, reordered, another chars
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from tests.standins.http import Handler, StandInServer
@@ -21,9 +20,7 @@ class PayPalHandler(Handler):
         body = self.read_body()
         server = self.server
         with server.lock:
-            server.requests.append(
-                {"path": self.path, "headers": dict(self.headers), "body": body, "at": time.time()}
-            )
+            server.requests.append(self.record(body))
             failure = server.failures.pop(0) if server.failures else None
         if failure is not None:
             return self.reply(failure, b"<html>Service Unavailable</html>")

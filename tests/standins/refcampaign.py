@@ -80,9 +80,7 @@ class RefCampaignHandler(Handler):
         body = self.read_body()
         server = self.server
         with server.lock:
-            server.requests.append(
-                {"path": self.path, "headers": dict(self.headers), "body": body, "at": time.time()}
-            )
+            server.requests.append(self.record(body))
             scripted = server.scripted.pop(0) if server.scripted else server.default
         if scripted is not None:
             if scripted.delay:
