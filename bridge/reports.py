@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from bridge.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger
+from bridge.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger, item_key
 from bridge.metrics import STATS, totals
 
 # Due this long ago and still not claimed: no worker is sweeping.
@@ -81,7 +81,7 @@ def _iso(value: str | float | None) -> str | None:
 
 def dead_letter_entry(ledger: Ledger, entry_id: str) -> dict[str, Any] | None:
     """One dead-letter entry in full, or None when `entry_id` is not dead-lettered."""
-    if ledger.redis.zscore(DLQ, "rb:item:" + entry_id) is None:
+    if ledger.redis.zscore(DLQ, item_key(entry_id)) is None:
         return None
     item = ledger.get(entry_id) or {}
     return {
