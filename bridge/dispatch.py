@@ -23,19 +23,6 @@ _ORIGIN = f"refbridge{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
-def celery_config(redis_url: str) -> dict[str, object]:
-    """Broker settings of the workers' Celery app."""
-    return {
-        "broker_url": redis_url,
-        "task_default_queue": QUEUE,
-        "task_ignore_result": True,
-        "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"socket_connect_timeout": 2, "socket_timeout": 5},
-        "broker_connection_timeout": 2,
-        "task_publish_retry": False,
-    }
-
-
 def _nudge_template() -> str:
     body = json.dumps([[], {}, _EMBED]).encode("utf-8")
     return json.dumps(

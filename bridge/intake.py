@@ -1,4 +1,4 @@
-"""Recording what arrived: a mapped conversion or a raw IPN becomes a leased ledger item."""
+"""Recording what arrived: a mapped conversion or a raw IPN becomes a ledger item, due now."""
 
 from __future__ import annotations
 

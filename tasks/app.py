@@ -13,7 +13,7 @@ from typing import Any
 import celery.apps.worker as celery_worker
 from celery import Celery, signals
 
-from bridge.dispatch import QUEUE, celery_config
+from bridge.dispatch import QUEUE
 from bridge.ledger import Ledger
 from bridge.logs import configure_logging
 from bridge.postback import new_session
@@ -30,8 +30,14 @@ def make_celery(settings: Settings) -> Celery:
     configure_logging()  # before the worker starts: its start-up warnings become JSON too
     settings.require("REDIS_URL", "REFCAMPAIGN_API_KEY")
     app = Celery("refbridge")
-    app.conf.update(celery_config(settings.redis_url or ""))
     app.conf.update(
+        broker_url=settings.redis_url,
+        task_default_queue=QUEUE,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"socket_connect_timeout": 2, "socket_timeout": 5},
+        broker_connection_timeout=2,
+        task_publish_retry=False,
         # Messages are acknowledged on receipt: the ledger, not the broker, owns redelivery.
         task_acks_late=False,
         worker_prefetch_multiplier=1,
@@ -40,8 +46,6 @@ def make_celery(settings: Settings) -> Celery:
         # (bench/). Flower switches them on while it runs (its --enable_events default), and
         # `celery -A celery_app control enable_events` does too; the README says so.
         worker_send_task_events=False,
-        task_queues=None,
-        task_default_queue=QUEUE,
         broker_connection_max_retries=None,
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
