@@ -15,11 +15,11 @@ import base64
 import json
 import os
 import socket
-import uuid
 
 PROCESS_TASK = "refbridge.process_due"
 QUEUE = "refbridge"
-_ORIGIN = f"refbridge{os.getpid()}@{socket.gethostname()}"
+# The same in every process, so every process runs the same scripts (one SHA in Redis).
+_ORIGIN = f"refbridge@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
@@ -66,10 +66,25 @@ def _nudge_template() -> str:
 
 
 # Every nudge is the same message but for its task id and delivery tag (kombu tracks unacked
-# messages by tag): fill a template rather than build and serialise it per webhook.
-_TEMPLATE = _nudge_template()
+# messages by tag). The ledger's scripts hold this template and fill it in Redis, so a webhook
+# sends Redis two short ids, not the whole message (see bridge.ledger_scripts).
+TEMPLATE = _nudge_template()
 
 
-def nudge_message() -> str:
-    """A queue entry that makes a worker run `refbridge.process_due()`."""
-    return _TEMPLATE.replace("@ID@", str(uuid.uuid4())).replace("@TAG@", str(uuid.uuid4()))
+def new_ids() -> tuple[str, str]:
+    """A fresh task id and delivery tag, in the UUID4 form Celery and kombu use."""
+    raw = bytearray(os.urandom(32))
+    for half in (0, 16):  # the version and variant bits of a random UUID
+        raw[half + 6] = (raw[half + 6] & 0x0F) | 0x40
+        raw[half + 8] = (raw[half + 8] & 0x3F) | 0x80
+    text = raw.hex()
+    return _dashed(text[:32]), _dashed(text[32:])
+
+
+def _dashed(h: str) -> str:
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def nudge_message(task_id: str, tag: str) -> str:
+    """The queue entry that runs `refbridge.process_due()` in a worker, as the scripts write it."""
+    return TEMPLATE.replace("@ID@", task_id).replace("@TAG@", tag)

@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from bridge import ledger_scripts
-from bridge.dispatch import QUEUE, nudge_message
+from bridge.dispatch import QUEUE, new_ids
 from bridge.metrics import STATS, latency_fields
 
 PREFIX = "rb:item:"
@@ -77,7 +77,7 @@ class Ledger:
 
         `stats` names the counters to add one to when it is recorded / a duplicate.
         """
-        argv: list[Any] = [time.time(), SEEN_TTL, *stats, nudge_message(), MAX_NUDGES]
+        argv: list[Any] = [time.time(), SEEN_TTL, *stats, *new_ids(), MAX_NUDGES]
         for name, value in fields.items():
             argv += [name, value]
         keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES]
@@ -95,7 +95,9 @@ class Ledger:
 
     def nudge(self, batch: int, most: int = MAX_NUDGES) -> int:
         """Queue enough nudges for the work that is due now; how many were queued."""
-        argv: list[Any] = [time.time(), batch, *(nudge_message() for _ in range(most))]
+        argv: list[Any] = [time.time(), batch]
+        for _ in range(most):
+            argv += new_ids()
         return int(self._nudge(keys=[DUE, QUEUE, NUDGES], args=argv))
 
     def finish(

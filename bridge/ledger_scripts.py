@@ -8,31 +8,45 @@ claim; the outcome of an attempt whose claim was since taken over (RETRY, DEAD) 
 
 Celery messages are nudges (`refbridge.process_due`, no arguments): "there is due work".
 `rb:nudges` counts the nudges queued and not yet taken, so that a burst of webhooks queues a
-few nudges rather than one per webhook; each nudged task claims a batch.
+few nudges rather than one per webhook; each nudged task claims a batch. The scripts that
+queue nudges hold the message template (bridge.dispatch) and fill in ids passed as arguments.
+"""
+
+from bridge.dispatch import TEMPLATE
+
+# Lua: the nudge message with task id `id` and delivery tag `tag` (hex and dashes only).
+_NUDGE_MESSAGE = f"""
+local function nudge_message(id, tag)
+  local message = string.gsub([==[{TEMPLATE}]==], '@ID@', id)
+  return (string.gsub(message, '@TAG@', tag))
+end
 """
 
 # KEYS: item, due, seen, stats, undelivered, queue, nudges.
-# ARGV: now, seen_ttl, accepted_stat, duplicate_stat, nudge_message, max_nudges,
+# ARGV: now, seen_ttl, accepted_stat, duplicate_stat, nudge_id, nudge_tag, max_nudges,
 #       field, value, ...
 # Records the item, due now, and queues a nudge unless enough are queued: one atomic step.
-ENQUEUE = """
+ENQUEUE = (
+    _NUDGE_MESSAGE
+    + """
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
   if ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[4], 1) end
   return 0
 end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', 0, 'token', '',
-  'created_at', ARGV[1], 'window_start', ARGV[1], 'next_due', ARGV[1], unpack(ARGV, 7))
+  'created_at', ARGV[1], 'window_start', ARGV[1], 'next_due', ARGV[1], unpack(ARGV, 8))
 redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1])
 redis.call('ZADD', KEYS[5], ARGV[1], KEYS[1])
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[3], 1) end
-if tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[6]) then
+if tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[7]) then
   redis.call('INCR', KEYS[7])
-  redis.call('LPUSH', KEYS[6], ARGV[5])
+  redis.call('LPUSH', KEYS[6], nudge_message(ARGV[5], ARGV[6]))
 end
 return 1
 """
+)
 
 # KEYS: due, retry, nudges.  ARGV: now, lease_until, token_prefix, limit, took_nudge.
 # Claims up to `limit` due items for attempts: new token, lease, attempt count.
@@ -61,23 +75,26 @@ end
 return out
 """
 
-# KEYS: due, queue, nudges.  ARGV: now, batch, nudge_message, ...
+# KEYS: due, queue, nudges.  ARGV: now, batch, nudge_id, nudge_tag, nudge_id, nudge_tag, ...
 # The sweeper's nudge: enough nudges queued for the work that is due (lost ones replaced).
-NUDGE = """
+NUDGE = (
+    _NUDGE_MESSAGE
+    + """
 local due = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1])
 local queued = redis.call('LLEN', KEYS[2])
 redis.call('SET', KEYS[3], queued)
 if due == 0 then return 0 end
 local wanted = math.ceil(due / tonumber(ARGV[2])) - queued
 local pushed = 0
-for i = 3, #ARGV do
+for i = 3, #ARGV - 1, 2 do
   if pushed >= wanted then break end
-  redis.call('LPUSH', KEYS[2], ARGV[i])
+  redis.call('LPUSH', KEYS[2], nudge_message(ARGV[i], ARGV[i + 1]))
   redis.call('INCR', KEYS[3])
   pushed = pushed + 1
 end
 return pushed
 """
+)
 
 # KEYS: item, due, dlq, stats, retry, undelivered.
 # ARGV: token, now, outcome, when, stat, field, value, ...

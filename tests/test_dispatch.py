@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 
+import redis
 from celery import Celery
 
-from bridge.dispatch import PROCESS_TASK, QUEUE, nudge_message
+from bridge.dispatch import PROCESS_TASK, QUEUE, new_ids, nudge_message
+from bridge.ledger import NUDGES, Ledger
 
 
 def test_nudge_message_matches_celerys_protocol_2():
-    ours = json.loads(nudge_message())
+    ours = json.loads(nudge_message(*new_ids()))
     app = Celery(broker="memory://")
     theirs = app.amqp.as_task_v2("id-1", PROCESS_TASK, args=[], kwargs={})
     assert set(ours["headers"]) == set(theirs.headers)
@@ -26,7 +29,27 @@ def test_nudge_message_matches_celerys_protocol_2():
     assert ours["content-type"] == "application/json"
 
 
-def test_each_message_has_its_own_ids():
-    first, second = (json.loads(nudge_message()) for _ in range(2))
-    assert first["headers"]["id"] != second["headers"]["id"]
-    assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+def test_ids_are_random_uuid4s():
+    ids = [i for _ in range(200) for i in new_ids()]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+
+
+def test_the_scripts_queue_the_same_message_with_fresh_ids(redis_url: str):
+    client = redis.Redis.from_url(redis_url)  # flushed by the fixture
+    ledger = Ledger(client)
+    fields = {"kind": "conversion", "payload": "{}"}
+    assert ledger.enqueue("cs_dispatch_1", "rb:seen:test:dispatch_1", fields)
+    assert ledger.nudge(batch=1, most=2) == 0  # one queued, one due: enough
+    assert ledger.enqueue("cs_dispatch_2", "rb:seen:test:dispatch_2", fields)
+    queued = [json.loads(m) for m in client.lrange(QUEUE, 0, -1)]
+    assert len(queued) == 2
+    client.delete(QUEUE, NUDGES)
+    assert ledger.nudge(batch=1, most=3) == 2  # two due, none queued: two nudges
+    queued += [json.loads(m) for m in client.lrange(QUEUE, 0, -1)]
+    for message in queued:
+        task_id, tag = message["headers"]["id"], message["properties"]["delivery_tag"]
+        assert message == json.loads(nudge_message(task_id, tag))
+        assert uuid.UUID(task_id).version == uuid.UUID(tag).version == 4
+    ids = [m["headers"]["id"] for m in queued] + [m["properties"]["delivery_tag"] for m in queued]
+    assert len(set(ids)) == len(ids)
