@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 
+from bridge import json_text
 from bridge.conversion import Conversion
 from bridge.ledger import Ledger
 from bridge.metrics import stat
@@ -45,16 +46,21 @@ def accept_conversion(
         "provider": provider,
         "event_id": event_id,
         "external_id": conversion.external_id,
-        "payload": json.dumps(conversion.to_payload(), separators=(",", ":")),
+        "payload": json_text.dumps(conversion.to_payload()),
         "received_at": received_at,
     }
     seen = f"rb:seen:{provider}:{event_id}"
-    stats = (
+    recorded = ledger.enqueue(conversion.external_id, seen, fields, _intake_stats(provider))
+    return Accepted(conversion.external_id) if recorded else Duplicate()
+
+
+@functools.cache
+def _intake_stats(provider: str) -> tuple[str, str]:
+    """The counters a recorded / duplicate conversion adds one to."""
+    return (
         stat("webhooks", provider=provider, outcome="accepted"),
         stat("webhooks", provider=provider, outcome="duplicate"),
     )
-    recorded = ledger.enqueue(conversion.external_id, seen, fields, stats)
-    return Accepted(conversion.external_id) if recorded else Duplicate()
 
 
 def ipn_item_id(raw: bytes) -> str:

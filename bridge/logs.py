@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from typing import Any
 
 import structlog
+
+from bridge import json_text
 
 _configured = False
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
@@ -28,6 +31,29 @@ def _scrub_event(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
             event[key] = scrub(value)
     return event
 
+
+_LEVELS = {"warn": "warning", "exception": "error", "fatal": "critical"}
+
+
+def _annotate(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Level, logger name and UTC timestamp, then secrets and emails masked, in one step.
+
+    The same fields, format and masking as _SHARED's five processors, for refbridge's own lines
+    (one per webhook, so their cost counts: issue 6).
+    """
+    now = time.time()
+    event["level"] = _LEVELS.get(method, method)
+    event["logger"] = logger.name
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    event["timestamp"] = f"{seconds}.{int(now % 1 * 1_000_000):06d}Z"
+    return _scrub_event(logger, method, event)
+
+
+_OWN: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.format_exc_info,
+    _annotate,
+]
 
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
@@ -52,13 +78,17 @@ class _NamedWriteLoggerFactory:
         return _NamedWriteLogger(str(args[0]) if args else "refbridge")
 
 
+def _dumps(event: dict[str, Any], **_: Any) -> str:
+    return json_text.dumps(event)
+
+
 def json_formatter() -> logging.Formatter:
     """A stdlib formatter that renders any record (ours, Celery's, gunicorn's) as one JSON line."""
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_SHARED,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(serializer=_dumps),
         ],
     )
 
@@ -72,7 +102,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     # refbridge's own lines skip the standard library's machinery (measured: the largest cost
     # of a webhook after Redis); Celery's and gunicorn's records go through json_formatter.
     structlog.configure(
-        processors=[*_SHARED, structlog.processors.JSONRenderer()],
+        processors=[*_OWN, structlog.processors.JSONRenderer(serializer=_dumps)],
         logger_factory=_NamedWriteLoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
