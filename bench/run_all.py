@@ -14,19 +14,30 @@ import sys
 
 from bench.harness import ROOT
 
+
+def _ack(r: dict) -> tuple[str, bool]:
+    return (
+        f"ratio {r['ratio']} (goal >= 0.6; rounds {r['ratio_per_round']['min']}"
+        f"-{r['ratio_per_round']['max']}), p99 {r['bridge']['p99_ms']} ms (goal <= 25); "
+        f"bridge {r['bridge']['throughput_rps']}/s vs bare {r['bare_flask']['throughput_rps']}/s",
+        r["goal_ratio_met"] and r["goal_p99_met"],
+    )
+
+
+# (title, module, its arguments, result file, summary of the result)
 FIGURES = [
     (
-        "1 ack throughput",
+        "1 ack throughput, web alone",
         "ack_throughput",
-        lambda r: (
-            f"ratio {r['ratio']} (goal >= 0.6), p99 {r['bridge']['p99_ms']} ms (goal <= 25); "
-            f"bridge {r['bridge']['throughput_rps']}/s "
-            f"vs bare {r['bare_flask']['throughput_rps']}/s",
-            r["goal_ratio_met"] and r["goal_p99_met"],
-        ),
+        ["--no-worker"],
+        "ack_throughput_noworker",
+        _ack,
     ),
+    ("1 ack throughput, web + worker", "ack_throughput", [], "ack_throughput", _ack),
     (
         "2 drain rate",
+        "drain_rate",
+        [],
         "drain_rate",
         lambda r: (
             f"ratio {r['ratio']} (goal >= 1.0); {r['bridge_drain_per_s']}/s vs "
@@ -37,15 +48,21 @@ FIGURES = [
     (
         "3 ack p99, 300 ms RefCampaign",
         "slow_refcampaign",
+        [],
+        "slow_refcampaign",
         lambda r: (f"{r['times_faster']} x faster (goal >= 20)", r["goal_met"]),
     ),
     (
         "4 postback latency @200/s",
         "postback_latency",
+        [],
+        "postback_latency",
         lambda r: (f"p95 {r['postback_latency_ms']['p95']} ms (goal <= 25)", r["goal_met"]),
     ),
     (
         "5 memory",
+        "memory",
+        [],
         "memory",
         lambda r: (
             f"peak {r['peak_rss_mib']} MiB, growth 5k->10k {r['growth_5000_to_10000_mib']} MiB",
@@ -57,13 +74,14 @@ FIGURES = [
 
 def main() -> int:
     rows = []
-    for title, module, summarise in FIGURES:
-        print(f"== {title}: python -m bench.{module}", flush=True)
-        done = subprocess.run([sys.executable, "-m", f"bench.{module}"], cwd=ROOT, timeout=300)
+    for title, module, args, result_name, summarise in FIGURES:
+        print(f"== {title}: python -m bench.{module} {' '.join(args)}", flush=True)
+        command = [sys.executable, "-m", f"bench.{module}", *args]
+        done = subprocess.run(command, cwd=ROOT, timeout=300)
         if done.returncode != 0:
             rows.append((title, "FAILED to run", False))
             continue
-        result = json.loads((ROOT / "bench" / "results" / f"{module}.json").read_text())
+        result = json.loads((ROOT / "bench" / "results" / f"{result_name}.json").read_text())
         text, met = summarise(result)
         rows.append((title, text, met))
     print()
