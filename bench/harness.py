@@ -186,10 +186,7 @@ class Stack(AbstractContextManager["Stack"]):
 
     def worker(self, name: str = "worker", extra: list[str] | None = None) -> Process:
         """A Celery worker with the Procfile's settings (ready when it has consumers)."""
-        args = list(WORKER_ARGS)
-        # BENCH_WORKER_APP: measure a proposed worker configuration (see bench/celery_noevents.py).
-        args[1] = os.environ.get("BENCH_WORKER_APP", "celery_app")
-        proc = self._start(name, [PY, "-m", "celery", *args, *(extra or [])])
+        proc = self._start(name, [PY, "-m", "celery", *WORKER_ARGS, *(extra or [])])
         _wait(lambda: b"ready" in proc.log_path.read_bytes(), 30, f"{name} ready", 0.1)
         return proc
 
