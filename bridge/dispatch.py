@@ -14,12 +14,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 
 PROCESS_TASK = "refbridge.process_due"
 QUEUE = "refbridge"
-# The same in every process, so every process runs the same scripts (one SHA in Redis).
-_ORIGIN = f"refbridge@{socket.gethostname()}"
+# The same in every process of a host, so they run the same scripts (one SHA in Redis); the
+# host name cut to the characters host names use, as it goes inside the scripts' Lua text.
+_ORIGIN = "refbridge@" + re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 

@@ -10,11 +10,18 @@ import orjson
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
-def dumps(value: Any) -> str:
-    """`value` as compact JSON; objects JSON has no type for are written as their str()."""
+def dumps(value: Any, *, ascii_only: bool = False) -> str:
+    """`value` as compact JSON; objects JSON has no type for are written as their str().
+
+    `ascii_only`: non-ASCII text escaped (\u00e9), for lines written to a stream whose
+    encoding may not be UTF-8 (standard output under a latin-1 or C locale).
+    """
     try:
         # A quarter of json.dumps' cost: a payload and a log line per webhook (issue 6).
-        return orjson.dumps(value, default=str, option=_OPTIONS).decode("utf-8")
+        text = orjson.dumps(value, default=str, option=_OPTIONS).decode("utf-8")
     except TypeError:
         # orjson refuses integers beyond 64 bits (a hostile amount, say) and lone surrogates.
         return json.dumps(value, default=str, separators=(",", ":"))
+    if ascii_only and not text.isascii():
+        return json.dumps(value, default=str, separators=(",", ":"))
+    return text

@@ -79,7 +79,9 @@ class _NamedWriteLoggerFactory:
 
 
 def _dumps(event: dict[str, Any], **_: Any) -> str:
-    return json_text.dumps(event)
+    # ASCII, as the stdlib renderer wrote: a value sent by anyone (an IPN's ipn_track_id) must
+    # not fail to encode on a non-UTF-8 standard output and turn a webhook into a 500.
+    return json_text.dumps(event, ascii_only=True)
 
 
 def json_formatter() -> logging.Formatter:

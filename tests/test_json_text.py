@@ -35,3 +35,8 @@ def test_what_orjson_refuses_still_gets_written() -> None:
 
 def test_compact_with_str_for_other_types() -> None:
     assert dumps({"a": [1, "é"], 2: Path("/tmp/x")}) == '{"a":[1,"é"],"2":"/tmp/x"}'
+
+
+def test_ascii_only_escapes_what_orjson_writes_raw() -> None:
+    assert dumps({"a": "é"}, ascii_only=True) == '{"a":"\\u00e9"}'
+    assert dumps({"a": "e"}, ascii_only=True) == '{"a":"e"}'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -69,3 +70,49 @@ def test_threads_share_it_safely(own_redis: EmbeddedRedis):
         t.join(30)
     assert errors == []
     assert client.get("shared") == b"1600"
+
+
+def test_a_reply_left_unread_is_never_read_as_the_next_commands(own_redis: EmbeddedRedis):
+    client = connect(own_redis.start().url, dedicated=True)
+    client.mset({"a": "1", "b": "2"})
+    real = client.parse_response
+
+    def interrupted(*args, **kwargs):
+        client.parse_response = real  # type: ignore[method-assign]
+        raise RuntimeError("interrupted between sending GET a and reading its reply")
+
+    client.parse_response = interrupted  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        client.get("a")
+    assert client.get("b") == b"2"
+
+
+def test_a_redis_error_reply_keeps_the_connection(own_redis: EmbeddedRedis):
+    client = connect(own_redis.start().url, dedicated=True)
+    client.set("s", "text")
+    first = client.client_id()
+    with pytest.raises(redis.exceptions.ResponseError):
+        client.incr("s")
+    assert client.client_id() == first
+
+
+def test_a_forked_child_gets_its_own_connection(own_redis: EmbeddedRedis):
+    client = connect(own_redis.start().url, dedicated=True)
+    client.set("k", "parent")
+    parent_id = client.client_id()
+    pid = os.fork()
+    if pid == 0:  # the child: its own connection, and the parent's socket left alone
+        ok = client.client_id() != parent_id and client.get("k") == b"parent"
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert client.client_id() == parent_id
+    assert client.get("k") == b"parent"
+
+
+def test_close_closes_the_connection(own_redis: EmbeddedRedis):
+    client = connect(own_redis.start().url, dedicated=True)
+    client.ping()
+    connection = client.connection
+    client.close()
+    assert connection is not None and connection._sock is None  # noqa: SLF001
