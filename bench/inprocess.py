@@ -65,7 +65,6 @@ def environs(count: int, tag: str) -> list[tuple[dict[str, Any], bytes]]:
 
 def patched_bridge(variant: str) -> Any:
     import bridge.webhooks as webhooks
-    from bridge import intake
     from bridge.app import create_app
     from bridge.conversion import Conversion
 
@@ -88,7 +87,6 @@ def patched_bridge(variant: str) -> Any:
     if "Redis" in variant:
         ledger = app.extensions["refbridge"]["ledger"]
         ledger._enqueue = lambda keys, args: 1  # noqa: SLF001
-    del intake
     return app
 
 

@@ -76,9 +76,6 @@ class Run:
     def ok(self) -> list[Sample]:
         return [s for s in self.samples if s.status == 200]
 
-    def throughput(self) -> float:
-        return len(self.ok()) / self.elapsed if self.elapsed else 0.0
-
 
 class Connection:
     """One client connection to 127.0.0.1:port, reopened whenever the server closes it."""
@@ -117,6 +114,15 @@ class Connection:
         self.reader = self.writer = None
 
 
+async def _send(conn: Connection, req: Request, run: Run) -> int | None:
+    """The answer's status; None, counted as an error, when the connection failed."""
+    try:
+        return await conn.exchange(req.raw)
+    except (OSError, asyncio.IncompleteReadError):
+        run.errors += 1
+        return None
+
+
 async def _closed_loop(
     port: int, requests: list[Request], concurrency: int, warmup: float, duration: float
 ) -> Run:
@@ -132,10 +138,8 @@ async def _closed_loop(
             if now >= stop_at:
                 break
             req = requests[index]
-            try:
-                status = await conn.exchange(req.raw)
-            except (OSError, asyncio.IncompleteReadError):
-                run.errors += 1
+            status = await _send(conn, req, run)
+            if status is None:
                 continue
             done = time.perf_counter()
             run.total += 1
@@ -163,19 +167,15 @@ def closed_loop(
 async def _open_loop(port: int, requests: list[Request], rate: float, max_conns: int) -> Run:
     run = Run()
     idle: list[Connection] = []
-    opened = 0
     slots = asyncio.Semaphore(max_conns)
     t0 = time.perf_counter() + 0.05
 
     async def one(index: int, due: float) -> None:
-        nonlocal opened
         async with slots:
             conn = idle.pop() if idle else Connection(port)
             req = requests[index]
-            try:
-                status = await conn.exchange(req.raw)
-            except (OSError, asyncio.IncompleteReadError):
-                run.errors += 1
+            status = await _send(conn, req, run)
+            if status is None:
                 return
             run.total += 1
             # Latency counts from the due time: a late send is the server's delay too.

@@ -21,7 +21,7 @@ def dumps(value: Any, *, ascii_only: bool = False) -> str:
         text = orjson.dumps(value, default=str, option=_OPTIONS).decode("utf-8")
     except TypeError:
         # orjson refuses integers beyond 64 bits (a hostile amount, say) and lone surrogates.
-        return json.dumps(value, default=str, separators=(",", ":"))
-    if ascii_only and not text.isascii():
+        text = None
+    if text is None or (ascii_only and not text.isascii()):
         return json.dumps(value, default=str, separators=(",", ":"))
     return text

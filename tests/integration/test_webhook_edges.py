@@ -28,6 +28,7 @@ import requests
 from bridge import create_app
 from bridge.embedded_redis import EmbeddedRedis, free_port
 from config import Settings
+from config.settings import PAYPAL_SANDBOX_VERIFY_URL
 from tests.fixtures import PAYPAL_FIXTURES_DIR, paypal_fixture, stripe_fixture
 from tests.signing import OTHER_SECRET, SECRET, stripe_body, stripe_headers
 
@@ -35,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 TOLERANCE = 300  # STRIPE_SIGNATURE_TOLERANCE's default; the `env` fixture leaves it unset
 PAYPAL_LIVE = "https://ipnpb.paypal.com/cgi-bin/webscr"
-PAYPAL_SANDBOX = "https://ipnpb.sandbox.paypal.com/cgi-bin/webscr"
 TEST_IPN = "django_paypal__express_checkout_windows1252_custom_with_ampersand.txt"
 IPN = "boxbilling__web_accept_completed.txt"
 FORM = "application/x-www-form-urlencoded"
@@ -722,7 +722,7 @@ def test_test_ipn_is_refused_silently_when_verifying_with_live_paypal(env, redis
 
 
 def test_test_ipn_is_queued_when_verifying_with_the_sandbox(env, redis_url):
-    client = app_client(env, PAYPAL_IPN_VERIFY_URL=PAYPAL_SANDBOX)
+    client = app_client(env, PAYPAL_IPN_VERIFY_URL=PAYPAL_SANDBOX_VERIFY_URL)
     raw = paypal_fixture(TEST_IPN)
     response = post_ipn(client, raw)
     assert response.status_code == 200 and response.data == b""
