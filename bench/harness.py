@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 
 from bridge.embedded_redis import EmbeddedRedis, free_port
+from bridge.supervisor import yield_cpu
 from tests.signing import OTHER_SECRET, SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,8 +186,13 @@ class Stack(AbstractContextManager["Stack"]):
         return proc, port
 
     def worker(self, name: str = "worker", extra: list[str] | None = None) -> Process:
-        """A Celery worker with the Procfile's settings (ready when it has consumers)."""
+        """A Celery worker as `refbridge run` starts it (ready when it has consumers).
+
+        The Procfile's arguments, and the lower CPU priority that `refbridge run` and the
+        systemd unit give it on a machine shared with the web.
+        """
         proc = self._start(name, [PY, "-m", "celery", *WORKER_ARGS, *(extra or [])])
+        yield_cpu(proc.proc.pid)
         _wait(lambda: b"ready" in proc.log_path.read_bytes(), 30, f"{name} ready", 0.1)
         return proc
 

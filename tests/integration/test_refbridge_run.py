@@ -15,6 +15,7 @@ import psutil
 import requests
 
 from bridge.embedded_redis import free_port
+from bridge.supervisor import WORKER_NICE
 from tests.fixtures import stripe_fixture
 from tests.signing import SECRET, stripe_body, stripe_headers
 
@@ -68,6 +69,12 @@ def test_refbridge_run_end_to_end(tmp_path, refcampaign):
         wait_ready(base, proc)
         tree = psutil.Process(proc.pid).children(recursive=True)
         assert any(p.name() == "redis-server" for p in tree)
+        # Acks before deliveries: the worker's processes run at a lower priority, the web's not.
+        worker = [p for p in tree if "celery" in " ".join(p.cmdline())]
+        web = [p for p in tree if "gunicorn" in " ".join(p.cmdline())]
+        assert worker and web
+        assert {p.nice() for p in worker} == {WORKER_NICE}
+        assert {p.nice() for p in web} == {0}
         invoice = copy.deepcopy(stripe_fixture("srm__invoice.paid.json")["data"]["object"])
         invoice.update(
             id="in_run_renewal", billing_reason="subscription_cycle", metadata={"cid": "clk_run"}
