@@ -185,14 +185,17 @@ class Stack(AbstractContextManager["Stack"]):
         _wait(up, 60, f"{name} on port {port}", 0.1)
         return proc, port
 
-    def worker(self, name: str = "worker", extra: list[str] | None = None) -> Process:
-        """A Celery worker as `refbridge run` starts it (ready when it has consumers).
+    def worker(
+        self, name: str = "worker", extra: list[str] | None = None, *, shares_cpu: bool = True
+    ) -> Process:
+        """A Celery worker with the Procfile's arguments (ready when it has consumers).
 
-        The Procfile's arguments, and the lower CPU priority that `refbridge run` and the
-        systemd unit give it on a machine shared with the web.
+        `shares_cpu`: started as `refbridge run` starts it, at the lower CPU priority that it
+        and the systemd unit give a worker on a machine shared with the web.
         """
         proc = self._start(name, [PY, "-m", "celery", *WORKER_ARGS, *(extra or [])])
-        yield_cpu(proc.proc.pid)
+        if shares_cpu:
+            yield_cpu(proc.proc.pid)
         _wait(lambda: b"ready" in proc.log_path.read_bytes(), 30, f"{name} ready", 0.1)
         return proc
 
