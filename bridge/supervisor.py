@@ -17,11 +17,11 @@ from config import Settings
 
 log = structlog.get_logger("refbridge.run")
 
-# The worker's niceness. Under a burst the web's 200s come first: a webhook left unanswered is
-# resent, and an endpoint that keeps timing out gets disabled, while a delivery can wait a few
-# seconds. With both on the same cores, the web then acknowledges about twice as fast while the
-# worker delivers (BENCHMARKS.md, figure 1); the worker still gets ~10 % of a contended CPU and
-# all of an idle one.
+# How much nicer than the web the worker runs. Under a burst the web's 200s come first: a
+# webhook left unanswered is resent, and an endpoint that keeps timing out gets disabled, while
+# a delivery can wait a few seconds. With both on the same cores, the web then acknowledges
+# about twice as fast while the worker delivers (BENCHMARKS.md, figure 1); the worker still
+# gets ~10 % of a contended CPU and all of an idle one.
 WORKER_NICE = 10
 
 
@@ -84,20 +84,21 @@ def run(settings: Settings, host: str, port: int | None, concurrency: int, data_
         log.info("refbridge_stopped")
 
 
-def yield_cpu(pid: int, nice: int = WORKER_NICE) -> None:
-    """Give process `pid`, a session leader just started, `nice`: less CPU than the web under load.
+def yield_cpu(pid: int, steps: int = WORKER_NICE) -> None:
+    """Make process `pid`, a session leader just started, `steps` nicer than it is (at most 19).
 
-    Children it forks later (Celery's pool) inherit the niceness. Linux's autogroup (on when
-    processes live in the root CPU cgroup) first shares the CPU between sessions and applies a
-    process's own niceness only within its session, so the session's niceness is set as well.
+    Under load it then gets less CPU than its siblings (the web); children it forks later
+    (Celery's pool) inherit the niceness. Linux's autogroup (on when processes live in the root
+    CPU cgroup) first shares the CPU between sessions and applies a process's own niceness only
+    within its session, so the niceness of the session, new and at 0, is set as well.
     """
     try:
-        os.setpriority(os.PRIO_PROCESS, pid, nice)
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, pid) + steps))
     except OSError as exc:
         log.warning("worker_priority_unchanged", error=type(exc).__name__)
         return
     try:
-        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+        Path(f"/proc/{pid}/autogroup").write_text(str(steps))
     except OSError:
         pass  # no autogroup (another OS, or a kernel without it): the niceness is what counts
 

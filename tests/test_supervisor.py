@@ -21,7 +21,8 @@ def test_yield_cpu_lowers_the_session_and_what_it_forks_later():
     own_session = Path("/proc/self/autogroup")
     before = own_session.read_text() if own_session.exists() else ""
     try:
-        assert psutil.Process(proc.pid).nice() == 0
+        base = psutil.Process().nice()  # the child starts at ours: the runner may be niced
+        assert psutil.Process(proc.pid).nice() == base
         yield_cpu(proc.pid)
         assert proc.stdin is not None
         proc.stdin.write(b"go\n")
@@ -34,8 +35,8 @@ def test_yield_cpu_lowers_the_session_and_what_it_forks_later():
                 break
             time.sleep(0.05)
         assert children, "the child was never forked"
-        assert parent.nice() == WORKER_NICE
-        assert children[0].nice() == WORKER_NICE
+        assert parent.nice() == min(19, base + WORKER_NICE)
+        assert children[0].nice() == min(19, base + WORKER_NICE)
         autogroup = Path(f"/proc/{proc.pid}/autogroup")
         if autogroup.exists():  # Linux with autogroup: the whole session weighs less
             assert autogroup.read_text().split()[-1] == str(WORKER_NICE)
