@@ -60,12 +60,13 @@ def run(settings: Settings, host: str, port: int | None, concurrency: int, data_
         for name, cmd in _children(host, web_port, concurrency).items():
             # Own sessions: a Ctrl-C reaches us only, and we stop the children in order.
             procs[name] = subprocess.Popen(cmd, env=env, start_new_session=True)
-        yield_cpu(procs["worker"].pid)
+        # Celery imports for about a second before it forks its pool: the pool inherits this.
+        worker_nice = yield_cpu(procs["worker"].pid)
         log.info(
             "refbridge_running",
             web=f"http://{host}:{web_port}",
             pids={n: p.pid for n, p in procs.items()},
-            worker_nice=WORKER_NICE,
+            worker_nice=worker_nice,
         )
         while not stopping:
             dead = [n for n, p in procs.items() if p.poll() is not None]
@@ -84,23 +85,40 @@ def run(settings: Settings, host: str, port: int | None, concurrency: int, data_
         log.info("refbridge_stopped")
 
 
-def yield_cpu(pid: int, steps: int = WORKER_NICE) -> None:
+def yield_cpu(pid: int, steps: int = WORKER_NICE) -> int | None:
     """Make process `pid`, a session leader just started, `steps` nicer than it is (at most 19).
 
     Under load it then gets less CPU than its siblings (the web); children it forks later
     (Celery's pool) inherit the niceness. Linux's autogroup (on when processes live in the root
     CPU cgroup) first shares the CPU between sessions and applies a process's own niceness only
-    within its session, so the niceness of the session, new and at 0, is set as well.
+    within its session, so the niceness of the session, new and at 0, is set to `steps` too.
+    Returns the process's niceness now, or None when it could not be changed (logged).
     """
     try:
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, pid) + steps))
+        nice = min(19, os.getpriority(os.PRIO_PROCESS, pid) + steps)
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
     except OSError as exc:
         log.warning("worker_priority_unchanged", error=type(exc).__name__)
-        return
-    try:
-        Path(f"/proc/{pid}/autogroup").write_text(str(steps))
-    except OSError:
-        pass  # no autogroup (another OS, or a kernel without it): the niceness is what counts
+        return None
+    _set_session_nice(pid, steps)
+    return nice
+
+
+def _set_session_nice(pid: int, nice: int) -> None:
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    for _ in range(5):
+        try:
+            autogroup.write_text(str(nice))
+            return
+        except FileNotFoundError:
+            return  # no autogroup (another OS, or a kernel without it): the niceness is what counts
+        except BlockingIOError:
+            # EAGAIN: without CAP_SYS_ADMIN, one such change per 100 ms on the whole machine.
+            time.sleep(0.1)
+        except OSError as exc:
+            log.warning("worker_session_priority_unchanged", error=type(exc).__name__)
+            return
+    log.warning("worker_session_priority_unchanged", error="BlockingIOError")
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
