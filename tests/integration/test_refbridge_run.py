@@ -76,13 +76,11 @@ def test_refbridge_run_end_to_end(tmp_path, refcampaign):
         own_nice = psutil.Process().nice()
         assert {p.nice() for p in worker} == {min(19, own_nice + WORKER_NICE)}
         assert {p.nice() for p in web} == {own_nice}
-        sessions = {
-            name: Path(f"/proc/{procs[0].pid}/autogroup")
-            for name, procs in (("worker", worker), ("web", web))
-        }
-        if sessions["worker"].exists():  # Linux with autogroup: the niceness of each session
-            assert sessions["worker"].read_text().split()[-1] == str(WORKER_NICE)
-            assert sessions["web"].read_text().split()[-1] == "0"
+        worker_session = Path(f"/proc/{worker[0].pid}/autogroup")
+        web_session = Path(f"/proc/{web[0].pid}/autogroup")
+        if worker_session.exists():  # Linux with autogroup: the niceness of each session
+            assert worker_session.read_text().split()[-1] == str(WORKER_NICE)
+            assert web_session.read_text().split()[-1] == "0"
         invoice = copy.deepcopy(stripe_fixture("srm__invoice.paid.json")["data"]["object"])
         invoice.update(
             id="in_run_renewal", billing_reason="subscription_cycle", metadata={"cid": "clk_run"}
