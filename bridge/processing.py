@@ -73,19 +73,37 @@ def process_item(worker: Worker, claim: Claim) -> str:
         attempt=int(item.get("attempts", "1")),
         provider_event_id=item.get("event_id"),
     )
+    status = None
     try:
         if item.get("kind") == "ipn":
             outcome = _verify(worker, item)
         else:
             bound = bound.bind(externalId=item.get("external_id"))
             outcome = _deliver(worker, item)
+        status = getattr(outcome, "status", None)
         word = _record(worker, claim, item, outcome)
-    except Exception:  # noqa: BLE001 — one item's failure must not stop its batch
-        # The claim's lease runs out and the item is tried again.
+    except Exception as exc:  # noqa: BLE001 — one item's failure must not stop its batch
         bound.exception("attempt_crashed")
-        return "crashed"
-    bound.info("attempt_finished", outcome=word, status=getattr(outcome, "status", None))
+        word = _record_crash(worker, claim, item, exc)
+    bound.info("attempt_finished", outcome=word, status=status)
     return word
+
+
+def _record_crash(worker: Worker, claim: Claim, item: dict[str, str], exc: Exception) -> str:
+    """A crashed attempt counts as a transient failure: backoff, then the DLQ once exhausted.
+
+    Left to its lease alone, an item whose every attempt crashes (a corrupt or unforeseen
+    item) would be tried once a lease forever, neither delivered nor dead-lettered.
+    """
+    # The exception's type only: its message may quote the item.
+    outcome = RetryLater(status=None, error=f"attempt crashed: {type(exc).__name__}")
+    attempt: dict[str, str | float] = {"last_attempt_at": time.time(), "last_status": ""}
+    try:
+        return _retry(worker, claim, item, outcome, attempt)
+    except Exception:  # noqa: BLE001 — Redis down, or the item lacks its times
+        # The claim's lease runs out and the item is tried again.
+        log.warning("attempt_crash_not_recorded", item=claim.item_id)
+        return "crashed"
 
 
 def _deliver(worker: Worker, item: dict[str, str]) -> Outcome:

@@ -98,8 +98,18 @@ def dead_letter_entry(ledger: Ledger, entry_id: str) -> dict[str, Any] | None:
         "firstAttemptAt": _iso(item.get("first_attempt_at")),
         "lastAttemptAt": _iso(item.get("last_attempt_at")),
         "deadLetteredAt": _iso(item.get("dead_at")),
-        "payload": json.loads(item["payload"]) if item.get("payload") else None,
+        "payload": _payload(item.get("payload")),
     }
+
+
+def _payload(text: str | None) -> Any:
+    """The stored payload as JSON; a payload that is not JSON (a corrupt item) as its text."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def dead_letters(ledger: Ledger) -> list[dict[str, Any]]:

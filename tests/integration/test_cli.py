@@ -348,3 +348,36 @@ def test_still_failing_conversion_is_exhausted_and_replay_restarts_the_window(
     assert item["replays"] == "1"
     assert int(item["attempts"]) == tries + 2
     assert redis.Redis.from_url(redis_url).zscore(DLQ, "rb:item:cs_cli_exhausted") is None
+
+
+def test_an_item_whose_every_attempt_crashes_backs_off_and_is_dead_lettered(
+    client, short_lived_worker, refcampaign, redis_url, cli
+):
+    # A ledger item no attempt can handle (here: a payload that is not JSON, as a corrupt or
+    # foreign item would be), recorded by the intake's own script.
+    Ledger(redis.Redis.from_url(redis_url)).enqueue(
+        "cs_cli_corrupt",
+        "rb:seen:stripe:evt_cs_cli_corrupt",
+        {
+            "kind": "conversion",
+            "provider": "stripe",
+            "event_id": "evt_cs_cli_corrupt",
+            "external_id": "cs_cli_corrupt",
+            "payload": '{"externalId": "cs_cli_corrupt", ',
+            "received_at": time.time(),
+        },
+    )
+    post_checkout(client, "cs_cli_sound")
+    # Left to its 14 s lease, a crashing item would be tried again and again, never dead.
+    wait_dead_lettered(redis_url, 1, timeout=10)
+
+    [entry] = dlq_list(cli)
+    assert entry["id"] == "cs_cli_corrupt"
+    assert entry["reason"] == "exhausted"
+    assert entry["response"] == "attempt crashed: JSONDecodeError"
+    assert entry["attempts"] > 1  # retried with the backoff, not once a lease
+    assert entry["payload"] == '{"externalId": "cs_cli_corrupt", '  # shown as stored
+    assert "cs_cli_corrupt" in ok(cli("dlq", "show", "cs_cli_corrupt"))
+    assert [p["externalId"] for p in refcampaign.postbacks()] == ["cs_cli_sound"]
+    log = short_lived_worker.output()
+    assert "attempt_crashed" in log and '"outcome":"dead_lettered"' in log

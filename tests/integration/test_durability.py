@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 from bridge.embedded_redis import EmbeddedRedis
+from bridge.ledger import Ledger
 from tests.integration.test_stripe_flow import checkout_event, post
 from tests.processes import WorkerProcess
 from tests.standins.refcampaign import RefCampaign, Scripted
@@ -141,5 +142,32 @@ def test_worker_survives_redis_restart_with_a_task_in_flight(
         assert worker.proc is not None and worker.proc.poll() is None, worker.output()[-2000:]
         assert post(client, checkout_event("cs_test_after_in_flight")).status_code == 200
         refcampaign.wait_for(2, timeout=30)
+    finally:
+        worker.stop()
+
+
+def test_attempt_that_cannot_be_recorded_with_redis_down_is_tried_again(
+    client, env, tmp_path, refcampaign, redis_server: EmbeddedRedis
+):
+    worker = WorkerProcess(env, tmp_path / "w.log").start()
+    refcampaign.script(Scripted(status=None, delay=1.5))  # delivered, once Redis has gone
+    try:
+        assert post(client, checkout_event("cs_test_unrecorded")).status_code == 200
+        wait_requests(refcampaign, 1)
+        redis_server.kill()
+        # Neither the delivery nor the crash of recording it can be written down.
+        deadline = time.monotonic() + 15
+        while "attempt_crash_not_recorded" not in worker.output():
+            assert time.monotonic() < deadline, worker.output()[-3000:]
+            time.sleep(0.1)
+        redis_server.start()
+        # The claim's lease (2 × DELIVERY_TIMEOUT + 10 s) runs out and the item is tried again.
+        wait_requests(refcampaign, 2, timeout=40)
+        ledger = Ledger(redis.Redis.from_url(redis_server.url))
+        deadline = time.monotonic() + 10
+        while (ledger.get("cs_test_unrecorded") or {}).get("status") != "delivered":
+            assert time.monotonic() < deadline, ledger.get("cs_test_unrecorded")
+            time.sleep(0.1)
+        assert [r["body"] for r in refcampaign.requests][0] == refcampaign.requests[1]["body"]
     finally:
         worker.stop()
