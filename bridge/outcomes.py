@@ -47,7 +47,17 @@ class Invalid:
     """PayPal answered INVALID: the message did not come from PayPal (or was altered)."""
 
 
-Outcome = Delivered | RetryLater | DeadLetter | Verified | Invalid
+@dataclass(frozen=True)
+class Crashed:
+    """The attempt raised before any answer came: retried on the backoff like a 5xx, and
+    dead-lettered with reason `crashed` once past the window, so a poison item ends."""
+
+    error: str
+    status: None = None
+    retry_after: None = None
+
+
+Outcome = Delivered | RetryLater | DeadLetter | Verified | Invalid | Crashed
 
 TERMINAL_REASONS = {
     401: "unauthorized",

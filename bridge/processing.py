@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from bridge.conversion import Conversion, Ignored, Rejected
 from bridge.ledger import KEEP_DONE, Claim, Ledger
 from bridge.metrics import stat
 from bridge.outcomes import (
+    Crashed,
     DeadLetter,
     Delivered,
     Invalid,
@@ -73,37 +75,23 @@ def process_item(worker: Worker, claim: Claim) -> str:
         attempt=int(item.get("attempts", "1")),
         provider_event_id=item.get("event_id"),
     )
-    status = None
+    if item.get("kind") != "ipn":
+        bound = bound.bind(externalId=item.get("external_id"))
     try:
-        if item.get("kind") == "ipn":
-            outcome = _verify(worker, item)
-        else:
-            bound = bound.bind(externalId=item.get("external_id"))
-            outcome = _deliver(worker, item)
-        status = getattr(outcome, "status", None)
-        word = _record(worker, claim, item, outcome)
+        outcome = _verify(worker, item) if item.get("kind") == "ipn" else _deliver(worker, item)
     except Exception as exc:  # noqa: BLE001 — one item's failure must not stop its batch
         bound.exception("attempt_crashed")
-        word = _record_crash(worker, claim, item, exc)
-    bound.info("attempt_finished", outcome=word, status=status)
-    return word
-
-
-def _record_crash(worker: Worker, claim: Claim, item: dict[str, str], exc: Exception) -> str:
-    """A crashed attempt counts as a transient failure: backoff, then the DLQ once exhausted.
-
-    Left to its lease alone, an item whose every attempt crashes (a corrupt or unforeseen
-    item) would be tried once a lease forever, neither delivered nor dead-lettered.
-    """
-    # The exception's type only: its message may quote the item.
-    outcome = RetryLater(status=None, error=f"attempt crashed: {type(exc).__name__}")
-    attempt: dict[str, str | float] = {"last_attempt_at": time.time(), "last_status": ""}
+        # The exception's type only: its message may quote the item.
+        outcome = Crashed(f"attempt crashed: {type(exc).__name__}")
     try:
-        return _retry(worker, claim, item, outcome, attempt)
-    except Exception:  # noqa: BLE001 — Redis down, or the item lacks its times
-        # The claim's lease runs out and the item is tried again.
-        log.warning("attempt_crash_not_recorded", item=claim.item_id)
-        return "crashed"
+        word = _record(worker, claim, item, outcome)
+    except Exception:  # noqa: BLE001 — Redis down, most likely
+        # Never turned into a failure (a postback may have been accepted): the claim's lease
+        # runs out and the item is tried again.
+        bound.exception("attempt_not_recorded")
+        word = "unrecorded"
+    bound.info("attempt_finished", outcome=word, status=getattr(outcome, "status", None))
+    return word
 
 
 def _deliver(worker: Worker, item: dict[str, str]) -> Outcome:
@@ -116,6 +104,9 @@ def _verify(worker: Worker, item: dict[str, str]) -> Outcome:
 
 def _record(worker: Worker, claim: Claim, item: dict[str, str], outcome: Outcome) -> str:
     ledger, now = worker.ledger, time.time()
+    if isinstance(outcome, Crashed):
+        # No answer came: the last HTTP status stays the last one there was.
+        return _retry(worker, claim, item, outcome, {"last_attempt_at": now})
     attempt = {"last_attempt_at": now, "last_status": getattr(outcome, "status", "") or ""}
     if isinstance(outcome, Delivered):
         fields = {
@@ -142,9 +133,9 @@ def _record(worker: Worker, claim: Claim, item: dict[str, str], outcome: Outcome
         fields = {**attempt, "reason": outcome.reason, "last_error": outcome.error}
         error = f"{outcome.status} {outcome.reason}"
         dead = _stat_for(item, "dead_lettered", outcome.reason)
-        ledger.finish(
-            claim, "dead", 0, dead, fields, latest={"last_error": error, "last_error_at": now}
-        )
+        latest: dict[str, str | float] = {"last_error": error, "last_error_at": now}
+        if not ledger.finish(claim, "dead", 0, dead, fields, latest=latest):
+            return "stale"
         return "dead_lettered"
     return _retry(worker, claim, item, outcome, attempt)
 
@@ -160,12 +151,15 @@ def _retry(
     worker: Worker,
     claim: Claim,
     item: dict[str, str],
-    outcome: RetryLater,
+    outcome: RetryLater | Crashed,
     attempt: dict[str, str | float],
 ) -> str:
+    """Schedule the next attempt, or dead-letter once past the window (reason `crashed` when
+    the attempt raised, else `exhausted`); "stale" when the claim no longer holds the item."""
     settings, now = worker.settings, time.time()
+    crashed = isinstance(outcome, Crashed)
     delay = backoff_delay(
-        int(item.get("attempts", "1")),
+        int(_number(item, "attempts", 1)),
         settings.delivery_backoff_base,
         settings.delivery_backoff_max,
     )
@@ -174,14 +168,29 @@ def _retry(
     fields = {**attempt, "last_error": outcome.error}
     error = f"{outcome.status or ''} {outcome.error[:200]}".strip()
     latest: dict[str, str | float] = {"last_error": error, "last_error_at": now}
-    if now + delay > float(item["window_start"]) + settings.delivery_max_age:
-        dead = _stat_for(item, "dead_lettered", "exhausted")
-        fields["reason"] = "exhausted"
-        worker.ledger.finish(claim, "dead", 0, dead, fields, latest=latest)
+    # An item whose window cannot be read (a corrupt one) is past it.
+    if now + delay > _number(item, "window_start", 0.0) + settings.delivery_max_age:
+        reason = "crashed" if crashed else "exhausted"
+        dead = _stat_for(item, "dead_lettered", reason)
+        fields["reason"] = reason
+        if not worker.ledger.finish(claim, "dead", 0, dead, fields, latest=latest):
+            return "stale"
         return "dead_lettered"
-    retried = _stat_for(item, "retried")
-    worker.ledger.finish(claim, "retry", now + delay, retried, fields, latest=latest)
-    return "retried"
+    word = "crashed" if crashed else "retried"
+    if not worker.ledger.finish(
+        claim, "retry", now + delay, _stat_for(item, word), fields, latest=latest
+    ):
+        return "stale"
+    return word
+
+
+def _number(item: dict[str, str], field: str, default: float) -> float:
+    """A numeric field of the item; `default` when it is missing or unreadable."""
+    try:
+        value = float(item[field])
+    except (KeyError, ValueError):
+        return default
+    return value if math.isfinite(value) else default
 
 
 def _reject(

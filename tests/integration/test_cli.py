@@ -350,34 +350,44 @@ def test_still_failing_conversion_is_exhausted_and_replay_restarts_the_window(
     assert redis.Redis.from_url(redis_url).zscore(DLQ, "rb:item:cs_cli_exhausted") is None
 
 
-def test_an_item_whose_every_attempt_crashes_backs_off_and_is_dead_lettered(
+def test_items_whose_every_attempt_crashes_back_off_and_are_dead_lettered(
     client, short_lived_worker, refcampaign, redis_url, cli
 ):
-    # A ledger item no attempt can handle (here: a payload that is not JSON, as a corrupt or
-    # foreign item would be), recorded by the intake's own script.
-    Ledger(redis.Redis.from_url(redis_url)).enqueue(
-        "cs_cli_corrupt",
-        "rb:seen:stripe:evt_cs_cli_corrupt",
-        {
-            "kind": "conversion",
-            "provider": "stripe",
-            "event_id": "evt_cs_cli_corrupt",
-            "external_id": "cs_cli_corrupt",
-            "payload": '{"externalId": "cs_cli_corrupt", ',
-            "received_at": time.time(),
-        },
-    )
+    # Ledger items no attempt can handle, as corrupt or foreign items would be, recorded by the
+    # intake's own script: a payload that is not JSON; the same with an unreadable window too.
+    ledger = Ledger(redis.Redis.from_url(redis_url))
+    broken = '{"externalId": "cs_cli_corrupt", '
+    for item, extra in (("cs_cli_corrupt", {}), ("cs_cli_no_window", {"window_start": "?"})):
+        ledger.enqueue(
+            item,
+            f"rb:seen:stripe:evt_{item}",
+            {
+                "kind": "conversion",
+                "provider": "stripe",
+                "event_id": f"evt_{item}",
+                "external_id": item,
+                "payload": broken,
+                "received_at": time.time(),
+                **extra,
+            },
+        )
     post_checkout(client, "cs_cli_sound")
     # Left to its 14 s lease, a crashing item would be tried again and again, never dead.
-    wait_dead_lettered(redis_url, 1, timeout=10)
+    wait_dead_lettered(redis_url, 2, timeout=10)
 
-    [entry] = dlq_list(cli)
-    assert entry["id"] == "cs_cli_corrupt"
-    assert entry["reason"] == "exhausted"
-    assert entry["response"] == "attempt crashed: JSONDecodeError"
-    assert entry["attempts"] > 1  # retried with the backoff, not once a lease
-    assert entry["payload"] == '{"externalId": "cs_cli_corrupt", '  # shown as stored
+    entries = {e["id"]: e for e in dlq_list(cli)}
+    assert set(entries) == {"cs_cli_corrupt", "cs_cli_no_window"}
+    for entry in entries.values():
+        assert entry["reason"] == "crashed"
+        assert entry["response"] == "attempt crashed: JSONDecodeError"
+        assert entry["status"] is None
+        assert entry["payload"] == broken  # shown as stored
+    assert entries["cs_cli_corrupt"]["attempts"] > 1  # retried on the backoff first
+    assert entries["cs_cli_no_window"]["attempts"] == 1  # no window to retry in
     assert "cs_cli_corrupt" in ok(cli("dlq", "show", "cs_cli_corrupt"))
     assert [p["externalId"] for p in refcampaign.postbacks()] == ["cs_cli_sound"]
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert re.search(r'refbridge_postbacks_total\{outcome="crashed",reason=""\} [1-9]', metrics)
+    assert 'refbridge_postbacks_total{outcome="dead_lettered",reason="crashed"} 2.0' in metrics
     log = short_lived_worker.output()
     assert "attempt_crashed" in log and '"outcome":"dead_lettered"' in log
