@@ -110,6 +110,7 @@ STATUS_SECTIONS = {
         "accepted",
         "delivered",
         "retried",
+        "crashed",
         "dead_lettered",
         "rejected",
         "unattributed",

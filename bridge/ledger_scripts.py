@@ -62,7 +62,12 @@ for i, key in ipairs(keys) do
     local token = ARGV[3] .. ':' .. i
     redis.call('ZADD', KEYS[1], ARGV[2], key)
     redis.call('ZREM', KEYS[2], key)
-    redis.call('HINCRBY', key, 'attempts', 1)
+    -- Not HINCRBY: a corrupt count would stop the script halfway, its batch half claimed.
+    local attempts = tonumber(redis.call('HGET', key, 'attempts'))
+    if not attempts or attempts < 0 or attempts > 1e9 or attempts ~= math.floor(attempts) then
+      attempts = 0
+    end
+    redis.call('HSET', key, 'attempts', attempts + 1)
     redis.call('HSET', key, 'token', token, 'last_attempt_at', ARGV[1])
     redis.call('HSETNX', key, 'first_attempt_at', ARGV[1])
     table.insert(out, key)

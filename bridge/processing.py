@@ -72,7 +72,7 @@ def process_item(worker: Worker, claim: Claim) -> str:
     item = claim.item
     bound = log.bind(
         item=claim.item_id,
-        attempt=int(item.get("attempts", "1")),
+        attempt=int(_number(item, "attempts", 1)),
         provider_event_id=item.get("event_id"),
     )
     if item.get("kind") != "ipn":
@@ -116,7 +116,7 @@ def _record(worker: Worker, claim: Claim, item: dict[str, str], outcome: Outcome
             "conversion_id": outcome.conversion_id or "",
             "last_error": "",
         }
-        latency = now - float(item.get("received_at") or now)
+        latency = now - _number(item, "received_at", now)
         delivered = stat("postbacks", outcome="delivered")
         ledger.finish(
             claim, "done", KEEP_DONE, delivered, fields, latency, {"last_delivered_at": now}
@@ -240,7 +240,7 @@ def _accept_mapped(
         conversion,
         provider="paypal",
         event_id=conversion.external_id,
-        received_at=float(item.get("received_at", time.time())),
+        received_at=_number(item, "received_at", time.time()),
     )
     # Mark the IPN done only after its conversion is recorded: a crash in between re-verifies.
     worker.ledger.finish(

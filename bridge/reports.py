@@ -65,6 +65,7 @@ def status(ledger: Ledger) -> dict[str, Any]:
         "duplicate": sums.get("webhooks.duplicate", 0),
         "accepted": sums.get("webhooks.accepted", 0),
         "retried": sums.get("postbacks.retried", 0) + sums.get("verifications.retried", 0),
+        "crashed": sums.get("postbacks.crashed", 0) + sums.get("verifications.crashed", 0),
         "dead_lettered": sums.get("postbacks.dead_lettered", 0)
         + sums.get("verifications.dead_lettered", 0),
         "last_delivered_at": _iso(counters.get("last_delivered_at")),

@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 import redis
 
+from bridge.conversion import Conversion
 from bridge.ledger import DLQ, Ledger
+from bridge.stripe_mapping import map_stripe_event
 from tests.fixtures import stripe_fixture
 from tests.processes import WorkerProcess
 from tests.signing import stripe_body, stripe_headers
@@ -354,40 +356,53 @@ def test_items_whose_every_attempt_crashes_back_off_and_are_dead_lettered(
     client, short_lived_worker, refcampaign, redis_url, cli
 ):
     # Ledger items no attempt can handle, as corrupt or foreign items would be, recorded by the
-    # intake's own script: a payload that is not JSON; the same with an unreadable window too.
+    # intake's own script: a payload that is not JSON; the same with an unreadable window too;
+    # an IPN whose stored bytes are not base64. And one with an unreadable attempt count,
+    # which must not stop the claim of its batch.
     ledger = Ledger(redis.Redis.from_url(redis_url))
     broken = '{"externalId": "cs_cli_corrupt", '
-    for item, extra in (("cs_cli_corrupt", {}), ("cs_cli_no_window", {"window_start": "?"})):
+    sound = map_stripe_event(checkout_event("cs_cli_bad_count"), recurring=False)
+    assert isinstance(sound, Conversion)
+    items = {
+        "cs_cli_corrupt": {"payload": broken},
+        "cs_cli_no_window": {"payload": broken, "window_start": "?"},
+        "ipn_cli_corrupt": {"kind": "ipn", "provider": "paypal", "raw": "abc"},
+        "cs_cli_bad_count": {"payload": json.dumps(sound.to_payload()), "attempts": "x"},
+    }
+    for item, fields in items.items():
+        base = {"kind": "conversion", "provider": "stripe", "external_id": item}
         ledger.enqueue(
             item,
             f"rb:seen:stripe:evt_{item}",
-            {
-                "kind": "conversion",
-                "provider": "stripe",
-                "event_id": f"evt_{item}",
-                "external_id": item,
-                "payload": broken,
-                "received_at": time.time(),
-                **extra,
-            },
+            {**base, "event_id": f"evt_{item}", "received_at": time.time(), **fields},
         )
     post_checkout(client, "cs_cli_sound")
     # Left to its 14 s lease, a crashing item would be tried again and again, never dead.
-    wait_dead_lettered(redis_url, 2, timeout=10)
+    wait_dead_lettered(redis_url, 3, timeout=10)
 
     entries = {e["id"]: e for e in dlq_list(cli)}
-    assert set(entries) == {"cs_cli_corrupt", "cs_cli_no_window"}
+    assert set(entries) == {"cs_cli_corrupt", "cs_cli_no_window", "ipn_cli_corrupt"}
     for entry in entries.values():
         assert entry["reason"] == "crashed"
-        assert entry["response"] == "attempt crashed: JSONDecodeError"
         assert entry["status"] is None
-        assert entry["payload"] == broken  # shown as stored
+    assert entries["cs_cli_corrupt"]["response"] == "attempt crashed: JSONDecodeError"
+    assert entries["ipn_cli_corrupt"]["response"] == "attempt crashed: Error"  # binascii's
+    assert entries["cs_cli_corrupt"]["payload"] == broken  # shown as stored
     assert entries["cs_cli_corrupt"]["attempts"] > 1  # retried on the backoff first
     assert entries["cs_cli_no_window"]["attempts"] == 1  # no window to retry in
     assert "cs_cli_corrupt" in ok(cli("dlq", "show", "cs_cli_corrupt"))
-    assert [p["externalId"] for p in refcampaign.postbacks()] == ["cs_cli_sound"]
+    refcampaign.wait_for(2)
+    assert sorted(p["externalId"] for p in refcampaign.postbacks()) == [
+        "cs_cli_bad_count",
+        "cs_cli_sound",
+    ]
+    assert ledger.get("cs_cli_bad_count")["attempts"] == "1"  # type: ignore[index]
+    counts = status(cli)
+    assert counts["crashed"] >= 3 and counts["dead_lettered"] == 3
     metrics = client.get("/metrics").get_data(as_text=True)
     assert re.search(r'refbridge_postbacks_total\{outcome="crashed",reason=""\} [1-9]', metrics)
     assert 'refbridge_postbacks_total{outcome="dead_lettered",reason="crashed"} 2.0' in metrics
+    assert re.search(r'refbridge_ipn_verifications_total\{outcome="crashed"\} [1-9]', metrics)
+    assert 'refbridge_ipn_verifications_total{outcome="dead_lettered"} 1.0' in metrics
     log = short_lived_worker.output()
     assert "attempt_crashed" in log and '"outcome":"dead_lettered"' in log
