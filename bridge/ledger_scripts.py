@@ -67,8 +67,7 @@ for i, key in ipairs(keys) do
     if not attempts or attempts < 0 or attempts > 1e9 or attempts ~= math.floor(attempts) then
       attempts = 0
     end
-    redis.call('HSET', key, 'attempts', attempts + 1)
-    redis.call('HSET', key, 'token', token, 'last_attempt_at', ARGV[1])
+    redis.call('HSET', key, 'attempts', attempts + 1, 'token', token, 'last_attempt_at', ARGV[1])
     redis.call('HSETNX', key, 'first_attempt_at', ARGV[1])
     table.insert(out, key)
     table.insert(out, token)

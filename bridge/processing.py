@@ -75,10 +75,11 @@ def process_item(worker: Worker, claim: Claim) -> str:
         attempt=int(_number(item, "attempts", 1)),
         provider_event_id=item.get("event_id"),
     )
-    if item.get("kind") != "ipn":
+    ipn = item.get("kind") == "ipn"
+    if not ipn:
         bound = bound.bind(externalId=item.get("external_id"))
     try:
-        outcome = _verify(worker, item) if item.get("kind") == "ipn" else _deliver(worker, item)
+        outcome = _verify(worker, item) if ipn else _deliver(worker, item)
     except Exception as exc:  # noqa: BLE001 — one item's failure must not stop its batch
         bound.exception("attempt_crashed")
         # The exception's type only: its message may quote the item.
@@ -134,9 +135,9 @@ def _record(worker: Worker, claim: Claim, item: dict[str, str], outcome: Outcome
         error = f"{outcome.status} {outcome.reason}"
         dead = _stat_for(item, "dead_lettered", outcome.reason)
         latest: dict[str, str | float] = {"last_error": error, "last_error_at": now}
-        if not ledger.finish(claim, "dead", 0, dead, fields, latest=latest):
-            return "stale"
-        return "dead_lettered"
+        return _applied(
+            ledger.finish(claim, "dead", 0, dead, fields, latest=latest), "dead_lettered"
+        )
     return _retry(worker, claim, item, outcome, attempt)
 
 
@@ -173,15 +174,19 @@ def _retry(
         reason = "crashed" if crashed else "exhausted"
         dead = _stat_for(item, "dead_lettered", reason)
         fields["reason"] = reason
-        if not worker.ledger.finish(claim, "dead", 0, dead, fields, latest=latest):
-            return "stale"
-        return "dead_lettered"
+        return _applied(
+            worker.ledger.finish(claim, "dead", 0, dead, fields, latest=latest), "dead_lettered"
+        )
     word = "crashed" if crashed else "retried"
-    if not worker.ledger.finish(
-        claim, "retry", now + delay, _stat_for(item, word), fields, latest=latest
-    ):
-        return "stale"
-    return word
+    retried = _stat_for(item, word)
+    return _applied(
+        worker.ledger.finish(claim, "retry", now + delay, retried, fields, latest=latest), word
+    )
+
+
+def _applied(finished: bool, word: str) -> str:
+    """`word` when the ledger applied the outcome; "stale" when the claim no longer held it."""
+    return word if finished else "stale"
 
 
 def _number(item: dict[str, str], field: str, default: float) -> float:
