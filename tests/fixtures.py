@@ -1,4 +1,4 @@
-"""Real provider payloads from `shared/fixtures/` (SOURCES.md there says where each came from)."""
+"""Real provider payloads from `tests/samples/` (SOURCES.md there says where each came from)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-# The repository is checked out next to `shared/`.
-FIXTURES_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES_DIR = Path(__file__).resolve().parent / "samples"
 STRIPE_FIXTURES_DIR = FIXTURES_DIR / "stripe"
 PAYPAL_FIXTURES_DIR = FIXTURES_DIR / "paypal"
 
@@ -16,7 +15,7 @@ PAY_EVENT_CREATED = 1_700_000_000
 
 
 def stripe_fixture(name: str) -> dict[str, Any]:
-    """A full Stripe event from `shared/fixtures/stripe/<name>` (a fresh copy on every call)."""
+    """A full Stripe event from `tests/samples/stripe/<name>` (a fresh copy on every call)."""
     loaded: dict[str, Any] = json.loads((STRIPE_FIXTURES_DIR / name).read_text(encoding="utf-8"))
     if name.startswith("pay__") and name.endswith(".data.json"):
         return _event_envelope(name.removeprefix("pay__").removesuffix(".data.json"), loaded)
@@ -24,7 +23,7 @@ def stripe_fixture(name: str) -> dict[str, Any]:
 
 
 def paypal_fixture(name: str) -> bytes:
-    """The raw IPN body in `shared/fixtures/paypal/<name>`, byte for byte."""
+    """The raw IPN body in `tests/samples/paypal/<name>`, byte for byte."""
     return (PAYPAL_FIXTURES_DIR / name).read_bytes()
 
 
