@@ -1,1 +1,1 @@
-"""Benchmarks for issue 6: one module per figure (`python -m bench.<name>`); see BENCHMARKS.md."""
+"""Benchmarks: one module per figure (`python -m bench.<name>`); see BENCHMARKS.md."""

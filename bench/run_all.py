@@ -1,4 +1,4 @@
-"""Run every figure of issue 6 in turn and print one summary table.
+"""Run every figure of BENCHMARKS.md in turn and print one summary table.
 
     .venv/bin/python -m bench.run_all
 

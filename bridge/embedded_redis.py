@@ -48,7 +48,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
-        """The redis-server command line: the durability settings SPEC requires."""
+        """The redis-server command line: the durability the README's Redis settings ask for."""
         return [
             str(redis_server_binary()),
             "--port",

@@ -91,7 +91,7 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 def classify_postback(
     status: int, headers: Mapping[str, str], body: str, conversion_id: str | None
 ) -> Outcome:
-    """RefCampaign's answer to a postback, per SPEC's delivery table."""
+    """RefCampaign's answer to a postback, per the README's table of attempt outcomes."""
     if 200 <= status < 300:
         return Delivered(status, conversion_id)
     if status == 429:

@@ -119,7 +119,7 @@ def parse_custom(value: str) -> tuple[str | None, str | None]:
 def map_ipn(
     fields: Mapping[str, str], *, recurring: bool, receiver_emails: Sequence[str]
 ) -> MappingResult:
-    """The conversion a verified IPN stands for, or why it stands for none (SPEC's table)."""
+    """The conversion a verified IPN stands for, or why none (the README's PayPal table)."""
     if _is_foreign_receiver(fields.get("receiver_email", ""), receiver_emails):
         return Rejected("foreign_receiver", "receiver_email is not in PAYPAL_RECEIVER_EMAILS")
     txn_type = fields.get("txn_type", "")

@@ -17,7 +17,7 @@ def connect(url: str, *, dedicated: bool = False) -> redis.Redis:
 
     `dedicated`: every command goes over one connection, opened on first use. For the web
     process, whose gunicorn sync workers serve one request at a time: it skips the pool's
-    per-command checkout, readiness probe and return (about 30 µs of CPU per webhook, issue 6).
+    per-command checkout, readiness probe and return (30 µs of CPU per webhook: BENCHMARKS.md).
     Pipelines still take connections from the pool. Threads share the connection one command
     at a time, so while Redis hangs they wait for each other's timeouts: keep it to workers
     without threads.

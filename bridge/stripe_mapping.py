@@ -1,4 +1,4 @@
-"""Map a verified Stripe event (plain JSON) to a RefCampaign conversion, row by row as in SPEC."""
+"""Map a verified Stripe event (plain JSON) to a RefCampaign conversion, row by row (README)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ MAX_EXTERNAL_ID_LENGTH = 255  # RefCampaign's limit on `externalId`
 
 @dataclass(frozen=True)
 class _Row:
-    """The SPEC row an event matched: what to send, and which field of the object is the amount."""
+    """The table row an event matched: what to send, and which field of the object is the amount."""
 
     conversion_type: ConversionType
     amount_field: str | None  # None: a free trial, amount 0
@@ -225,5 +225,5 @@ def _conversion_metadata(event: Mapping[str, Any], metadata: Mapping[str, Any]) 
 
 def _is_email(value: object) -> bool:
     """True for a string that looks like an email address."""
-    # SPEC: the bridge never sends a plaintext email, not even one a merchant put in metadata.
+    # The bridge never sends a plaintext email, not even one a merchant put in metadata.
     return isinstance(value, str) and _EMAIL_LIKE.fullmatch(value.strip()) is not None

@@ -20,7 +20,7 @@ from bridge.stripe_signature import StripeEventError, verify_stripe_event
 from config import Settings
 
 MAX_BODY = 1024 * 1024
-# Stripe's answer body, written once rather than by jsonify per webhook (issue 6).
+# Stripe's answer body, written once rather than by jsonify per webhook (BENCHMARKS.md).
 RECEIVED = b'{"received":true}\n'
 log = structlog.get_logger("refbridge.web")
 

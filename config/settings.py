@@ -81,7 +81,7 @@ def _stripe_secrets(variable: str, raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every variable of SPEC's configuration table, typed."""
+    """Every variable of the README's configuration table, typed."""
 
     refcampaign_api_key: str | None = field(default=None, repr=False)
     refcampaign_api_url: str = "https://app.refcampaign.com"

@@ -1,4 +1,4 @@
-"""Settings: every variable of SPEC's configuration table, its default, and its validation."""
+"""Settings: every variable of the README's configuration table, its default, and its validation."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ TABLE = (
     "RECURRING_CONVERSIONS",
 )
 
-# (variable, attribute, SPEC default)
+# (variable, attribute, documented default)
 DEFAULTS = [
     ("REFCAMPAIGN_API_KEY", "refcampaign_api_key", None),
     ("REFCAMPAIGN_API_URL", "refcampaign_api_url", "https://app.refcampaign.com"),
@@ -100,7 +100,7 @@ BAD_VALUES = [
 ]
 
 
-def test_every_variable_has_its_spec_default():
+def test_every_variable_has_its_documented_default():
     settings = Settings.from_env({})
     for _, attribute, default in DEFAULTS:
         assert getattr(settings, attribute) == default, attribute
@@ -114,7 +114,7 @@ def test_blank_value_means_the_default(variable):
     assert getattr(Settings.from_env({variable: "   "}), attribute) == default
 
 
-def test_defaults_cover_the_whole_spec_table():
+def test_defaults_cover_the_whole_readme_table():
     assert {row[0] for row in DEFAULTS} == set(TABLE)
     assert {row[0] for row in READS} == set(TABLE)
 

@@ -1,4 +1,4 @@
-"""PayPal IPN → RefCampaign conversion, as SPEC's table states it, over real IPN bodies."""
+"""PayPal IPN → RefCampaign conversion, as the README's table states it, over real IPN bodies."""
 
 from __future__ import annotations
 
@@ -173,8 +173,8 @@ def test_each_fixture_maps_to_its_outcome(name: str, expected: object) -> None:
     assert outcome(map_ipn(fields, recurring=True, receiver_emails=())) == expected
 
 
-# One row per row of SPEC's "PayPal IPN → conversion" table, in its order.
-SPEC_ROWS: list[tuple[str, bytes, bool, Any]] = [
+# One row per row of the README's PayPal IPN table, in its order.
+TABLE_ROWS: list[tuple[str, bytes, bool, Any]] = [
     # txn_type web_accept / cart / express_checkout / virtual_terminal, Completed → SALE txn_id
     ("web_accept completed is a sale", WEB_ACCEPT, True, WEB_ACCEPT_SALE),
     ("cart completed is a sale", CART_EUR, True, CART_SALE),
@@ -407,10 +407,10 @@ SPEC_ROWS: list[tuple[str, bytes, bool, Any]] = [
 
 @pytest.mark.parametrize(
     ("raw", "recurring", "expected"),
-    [row[1:] for row in SPEC_ROWS],
-    ids=[row[0] for row in SPEC_ROWS],
+    [row[1:] for row in TABLE_ROWS],
+    ids=[row[0] for row in TABLE_ROWS],
 )
-def test_spec_table(raw: bytes, recurring: bool, expected: object) -> None:
+def test_readme_table(raw: bytes, recurring: bool, expected: object) -> None:
     fields = parse_ipn(raw)
     assert outcome(map_ipn(fields, recurring=recurring, receiver_emails=())) == expected
 

@@ -1,4 +1,4 @@
-"""map_stripe_event: SPEC's "Stripe → conversion" table, on the full events Stripe sends."""
+"""map_stripe_event: the README's Stripe table, on the full events Stripe sends."""
 
 from __future__ import annotations
 
@@ -48,8 +48,8 @@ def outcome(result: Conversion | Ignored) -> tuple[str, str, int] | str:
     return result.reason
 
 
-# One row per row of SPEC's table, in SPEC's order.
-SPEC_ROWS = [
+# One row per row of the README's table, in its order.
+TABLE_ROWS = [
     pytest.param(
         event(CHECKOUT, payment_status="paid"),
         True,
@@ -113,8 +113,8 @@ SPEC_ROWS = [
 ]
 
 
-@pytest.mark.parametrize(("stripe_event", "recurring", "expected"), SPEC_ROWS)
-def test_spec_table(stripe_event: dict[str, Any], recurring: bool, expected: object) -> None:
+@pytest.mark.parametrize(("stripe_event", "recurring", "expected"), TABLE_ROWS)
+def test_readme_table(stripe_event: dict[str, Any], recurring: bool, expected: object) -> None:
     assert outcome(map_stripe_event(stripe_event, recurring=recurring)) == expected
 
 
@@ -310,7 +310,7 @@ def test_custom_params_s1_to_s5() -> None:
 
 
 def sha256_hex(text: str) -> str:
-    """SPEC's email hash, computed independently of the bridge."""
+    """The README's email hash, computed independently of the bridge."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

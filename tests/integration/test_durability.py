@@ -85,7 +85,7 @@ def test_redis_killed_and_restarted_from_aof_loses_nothing(
 def test_hundreds_in_flight_survive_random_kills(
     client, env, tmp_path: Path, refcampaign, redis_server: EmbeddedRedis
 ):
-    """Issue 4's acceptance: kill worker and Redis at random moments; every order lands once."""
+    """Kill worker and Redis at random moments; every order lands once."""
     rng = random.Random(4)
     worker = WorkerProcess(env, tmp_path / "w.log", concurrency=4).start()
     refcampaign.default = Scripted(status=None, delay=0.01)

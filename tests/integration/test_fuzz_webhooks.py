@@ -1,6 +1,6 @@
 """Fuzzing both webhook routes (hypothesis) through the real app and a real Redis.
 
-Properties, whatever the bytes, headers and signatures: the answer is one the SPEC lists for the
+Properties, whatever the bytes, headers and signatures: the answer is one documented for the
 route, never a 5xx and never a traceback; a Stripe event is queued only when it carried a genuine
 signature; a PayPal message is queued only as its exact raw bytes, for a worker to verify.
 """
@@ -296,7 +296,7 @@ def hostile_events(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def is_event(value: Any) -> bool:
-    """SPEC: a JSON event has a string id and type, an integer created and an object data.object."""
+    """An event as the app reads one: string id and type, integer created, object data.object."""
     data = value.get("data")
     return (
         isinstance(value.get("id"), str)

@@ -75,7 +75,7 @@ def wait_verified(paypal: PayPalVerifier, count: int, timeout: float = 15.0) -> 
         ),
     ],
 )
-def test_verified_ipn_becomes_the_spec_payload(
+def test_verified_ipn_becomes_the_documented_payload(
     client, worker, paypal, refcampaign, fixture, expected
 ):
     raw = paypal_fixture(fixture)

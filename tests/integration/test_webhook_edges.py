@@ -1,6 +1,6 @@
 """Hostile input at both webhook routes, case by case: the real app, a real Redis, real Celery.
 
-SPEC: no input produces a 5xx other than the documented 503, or a traceback in a response, and
+Promised: no input produces a 5xx other than the documented 503, or a traceback in a response, and
 nothing that was not verified is ever queued. "Queued" is read straight from Redis: ledger items
 (`rb:item:*`), the due set (`rb:due`) and the Celery queue (`refbridge`).
 """
@@ -950,8 +950,8 @@ def test_malformed_chunked_body_is_a_4xx(web, redis_url, route, chunks):
 
 
 @pytest.mark.xfail(
-    reason="SPEC conflict: gunicorn answers 501 to a transfer coding it does not know (as RFC "
-    "9112 section 6.1 asks) before the app runs; SPEC allows no 5xx but 503",
+    reason="known conflict: gunicorn answers 501 to a transfer coding it does not know (as RFC "
+    "9112 section 6.1 asks) before the app runs; the bridge promises no 5xx but 503",
     strict=True,
 )
 def test_unknown_transfer_coding_is_not_a_5xx(web):
