@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,11 @@ from tests.standins.paypal import PayPalVerifier
 from tests.standins.refcampaign import RefCampaign
 
 API_KEY = "rc_test_key_5b8f0d2a"
+
+# The path guard `.ci/run` turns on (REFBRIDGE_PATH_GUARD=1): a run that touches a path beside
+# the checkout fails. Its directory also goes on the PYTHONPATH of the processes tests start.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "pathguard"))
+pytest_plugins = ["refbridge_path_guard"]
 
 
 @pytest.fixture(scope="session")
