@@ -167,6 +167,14 @@ def pytest_configure(config: Any) -> None:
     install(log)
 
 
+def pytest_report_header(config: Any) -> str | None:
+    """Say in the run's header that the guard is on, and what it fences."""
+    if os.environ.get(ENABLE) != "1":
+        return None
+    fences = [str(CHECKOUT.parent), *filter(None, os.environ.get(FENCE, "").split(os.pathsep))]
+    return f"path guard: on, fencing {', '.join(fences)} (the checkout {CHECKOUT} stays allowed)"
+
+
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     """A session that tripped the guard fails, whatever its tests said."""
     if violations():
