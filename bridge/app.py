@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import redis
@@ -16,11 +15,10 @@ from bridge.ledger import Ledger
 from bridge.logs import configure_logging
 from bridge.metrics import RedisCollector
 from bridge.redis_client import connect
+from bridge.web_settings import web_settings_or_exit
 from bridge.webhooks import MAX_BODY, register_webhooks
-from config import ConfigError, Settings
+from config import Settings
 
-# gunicorn stops (rather than restarting workers forever) when a worker exits with this.
-WORKER_BOOT_ERROR = 3
 log = structlog.get_logger("refbridge.web")
 
 
@@ -44,15 +42,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     _operations(app, ledger)
     _errors(app)
     return app
-
-
-def web_settings_or_exit() -> Settings:
-    """The web process's settings from the environment, or one clear line and an exit."""
-    try:
-        return Settings.from_env().require("REDIS_URL")
-    except ConfigError as exc:
-        print(f"refbridge: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(WORKER_BOOT_ERROR) from None
 
 
 def _operations(app: Flask, ledger: Ledger) -> None:

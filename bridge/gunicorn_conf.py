@@ -20,10 +20,14 @@ class JsonLogger(Logger):
 
 
 logger_class = JsonLogger
+# gevent, with a deadline on each request: a slow client holds a greenlet, never a process.
+worker_class = "bridge.web_server.DeadlineWorker"
 accesslog = "-"
 # Webhook requests do local work only; a request still running after this is stuck.
 timeout = 30
 graceful_timeout = 10
+# Also the async worker's switch for its header deadline: with keepalive 0, gunicorn reads a
+# request's headers with no time limit at all. Keep it above 0.
 keepalive = 5
 # gunicorn 27's control socket lives in ~/.gunicorn, shared by every gunicorn of the user.
 control_socket_disable = True
@@ -31,6 +35,6 @@ control_socket_disable = True
 
 def on_starting(server: Any) -> None:
     """Check the configuration once in the master: a bad value stops gunicorn with one line."""
-    from bridge.app import web_settings_or_exit
+    from bridge.web_settings import web_settings_or_exit
 
     web_settings_or_exit()

@@ -15,7 +15,6 @@ import io
 import json
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from bridge.embedded_redis import EmbeddedRedis, free_port
 from config import Settings
 from config.settings import PAYPAL_SANDBOX_VERIFY_URL
 from tests.fixtures import PAYPAL_FIXTURES_DIR, paypal_fixture, stripe_fixture
+from tests.processes import WebProcess
 from tests.signing import OTHER_SECRET, SECRET, stripe_body, stripe_headers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -791,36 +791,11 @@ def test_redis_refusing_writes_is_503(env, tmp_path):
 
 @pytest.fixture()
 def web(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """The web process as deployed: gunicorn, one sync worker, on a free port."""
-    port = free_port()
-    log = (tmp_path / "gunicorn.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
-        + ["--timeout", "20", "bridge:create_app()"],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()[-3000:]
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, "gunicorn did not come up"
-        time.sleep(0.1)
-    yield port, proc
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """The web process as deployed: the Procfile's gunicorn command, on a free port."""
+    proc = WebProcess(env, tmp_path / "gunicorn.log", free_port()).start()
+    assert proc.proc is not None
+    yield proc.port, proc.proc
+    proc.stop()
 
 
 def raw_exchange(port: int, data: bytes, close_early: bool = False, timeout: float = 10) -> bytes:
