@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -13,6 +14,20 @@ ConversionType = Literal["SALE", "LEAD", "TRIAL", "CUSTOM"]
 def email_hash(email: str) -> str:
     """SHA-256 hex of the trimmed, lower-cased UTF-8 email (RefCampaign's `customerEmailHash`)."""
     return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+
+
+# `name@host.tld` anywhere in a text, as in "Jane <jane@example.com>" or "mailto:a@b.io": a
+# character of the name, "@", the host up to its first dot, the dot, one more character. The
+# host is matched possessively (`++`): nothing is ever given back, so a search is linear in the
+# text (an attempt gets past its first character only before an "@", and the hosts after two
+# "@" never overlap).
+_NOT_IN_ADDRESS = r"\s@<>()\[\]{},;:\"'`|"
+_EMAIL_IN_TEXT = re.compile(rf"[^{_NOT_IN_ADDRESS}]@[^{_NOT_IN_ADDRESS}.]++\.[^{_NOT_IN_ADDRESS}]")
+
+
+def contains_email(text: str) -> bool:
+    """True when `text` holds something shaped like an email address (`name@host.tld`) anywhere."""
+    return _EMAIL_IN_TEXT.search(text) is not None
 
 
 def iso_utc(moment: datetime) -> str:

@@ -68,6 +68,11 @@ def ipn_item_id(raw: bytes) -> str:
     return "ipn_" + hashlib.sha256(raw).hexdigest()[:32]
 
 
+def ipn_seen_key(item: str) -> str:
+    """The key that marks an IPN message as seen, so that a resend of its bytes is a duplicate."""
+    return f"rb:seen:paypal-ipn:{item}"
+
+
 def accept_ipn(ledger: Ledger, raw: bytes, track_id: str) -> IntakeResult:
     """Record a raw, not yet verified IPN message for verification by a worker."""
     item = ipn_item_id(raw)
@@ -80,5 +85,5 @@ def accept_ipn(ledger: Ledger, raw: bytes, track_id: str) -> IntakeResult:
     }
     # Its outcome (accepted, ignored, rejected...) is counted once verified; a resend now.
     stats = ("", stat("webhooks", provider="paypal", outcome="duplicate", reason="same_message"))
-    recorded = ledger.enqueue(item, f"rb:seen:paypal-ipn:{item}", fields, stats)
+    recorded = ledger.enqueue(item, ipn_seen_key(item), fields, stats)
     return Accepted(item) if recorded else Duplicate()

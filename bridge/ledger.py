@@ -24,6 +24,9 @@ REJECTED = "rb:rejected"
 SEEN_TTL = 30 * 24 * 3600
 KEEP_DONE = 30 * 24 * 3600
 REJECTED_KEEP = 1000
+# How long the seen marker of a message proved not genuine stays: long enough to answer a burst
+# of replays without asking PayPal again, short enough that varied forgeries cannot pile up.
+KEEP_INVALID = 3600
 
 
 def item_key(item_id: str) -> str:
@@ -65,6 +68,7 @@ class Ledger:
         self._finish = client.register_script(ledger_scripts.FINISH)
         self._replay = client.register_script(ledger_scripts.REPLAY)
         self._purge = client.register_script(ledger_scripts.PURGE)
+        self._drop = client.register_script(ledger_scripts.DROP)
 
     def enqueue(
         self,
@@ -129,6 +133,11 @@ class Ledger:
             pipe.hincrbyfloat(STATS, total, latency)
             pipe.hincrby(STATS, count, 1)
         return bool(pipe.execute()[0])
+
+    def drop(self, claim: Claim, seen: str, stat: str = "") -> bool:
+        """Delete a pending item, keeping only its `seen` marker for KEEP_INVALID seconds."""
+        keys = [item_key(claim.item_id), DUE, UNDELIVERED, STATS, seen]
+        return bool(self._drop(keys=keys, args=[stat, KEEP_INVALID]))
 
     def replay(self, ids: Iterable[str]) -> list[str]:
         """Put dead-lettered items back to work, due now; the ids that were dead-lettered."""

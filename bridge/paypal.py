@@ -28,9 +28,11 @@ from bridge.money import (
     minor_units,
     plain_decimal,
 )
+from bridge.paypal_charsets import DEFAULT_CODEC, ipn_codec
 from bridge.paypal_dates import parse_payment_date
 
 __all__ = [
+    "INTAKE_FIELDS",
     "RECURRING_TXN_TYPES",
     "SALE_TXN_TYPES",
     "is_form_encoded",
@@ -62,7 +64,8 @@ _PAYMENT_STATUSES = frozenset(
         "voided",
     }
 )
-_DEFAULT_CHARSET = "windows-1252"
+# What the web process reads of a message nobody has verified yet.
+INTAKE_FIELDS = frozenset({"ipn_track_id", "test_ipn"})
 _FORM_BYTES = re.compile(rb"[\x21-\x7e]+")  # printable ASCII: no space, control or 8-bit byte
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _VERIFY_PREFIX = b"cmd=_notify-validate&"
@@ -77,15 +80,21 @@ def is_form_encoded(raw: bytes) -> bool:
     return bool(segments) and all(segment.find(b"=") > 0 for segment in segments)
 
 
-def parse_ipn(raw: bytes) -> dict[str, str]:
-    """The IPN fields decoded with the message's own `charset`; the first of duplicates wins."""
+def parse_ipn(raw: bytes, only: frozenset[str] | None = None) -> dict[str, str]:
+    """The IPN fields decoded with the message's own `charset`; the first of duplicates wins.
+
+    With `only`, just those fields' values are decoded, and the scan stops once all are found.
+    """
     pairs = [_split_pair(segment) for segment in raw.split(b"&")]
     encoding = _charset(pairs)
     fields: dict[str, str] = {}
     for name, value in pairs:
         key = _decode(name, encoding)
-        if key and key not in fields:
-            fields[key] = _decode(value, encoding)
+        if not key or key in fields or (only is not None and key not in only):
+            continue
+        fields[key] = _decode(_unescape(value), encoding)
+        if only is not None and len(fields) == len(only):
+            break
     return fields
 
 
@@ -243,8 +252,9 @@ def _status_reason(status: str) -> str:
 
 
 def _split_pair(segment: bytes) -> tuple[bytes, bytes]:
+    """The unescaped name and the still escaped value of one `name=value` segment."""
     name, _, value = segment.partition(b"=")
-    return _unescape(name), _unescape(value)
+    return _unescape(name), value
 
 
 def _unescape(data: bytes) -> bytes:
@@ -255,24 +265,16 @@ def _charset(pairs: Sequence[tuple[bytes, bytes]]) -> str:
     """The codec named by the first `charset` field, else windows-1252 (PayPal's default)."""
     for name, value in pairs:
         if name == b"charset":
-            return _codec_name(value.decode("ascii", "replace").strip())
-    return _DEFAULT_CHARSET
-
-
-def _codec_name(charset: str) -> str:
-    try:
-        b"".decode(charset)  # LookupError for unknown names and for bytes-to-bytes codecs
-    except (LookupError, ValueError):
-        return _DEFAULT_CHARSET
-    return charset
+            return ipn_codec(_unescape(value).decode("ascii", "replace"))
+    return DEFAULT_CODEC
 
 
 def _decode(data: bytes, encoding: str) -> str:
     try:
         text = data.decode(encoding, "replace")
-    except (LookupError, UnicodeError, ValueError):
-        text = data.decode(_DEFAULT_CHARSET, "replace")
+    except (UnicodeError, ValueError):  # no codec of the list raises with "replace": be sure
+        text = data.decode(DEFAULT_CODEC, "replace")
     if not text.isascii():
-        # Codecs such as unicode_escape can yield lone surrogates, which no JSON body may carry.
+        # UTF-7 can spell a lone surrogate, which no JSON body may carry.
         text = text.encode("utf-8", "replace").decode("utf-8")
     return text

@@ -128,7 +128,7 @@ def _record(worker: Worker, claim: Claim, item: dict[str, str], outcome: Outcome
         return _after_verified(worker, claim, item)
     if isinstance(outcome, Invalid):
         ledger.count(stat("verifications", outcome="invalid"))
-        _reject(ledger, claim, item, "ipn_invalid")
+        _drop_forgery(ledger, claim, item)
         return "rejected"
     if isinstance(outcome, DeadLetter):
         fields = {**attempt, "reason": outcome.reason, "last_error": outcome.error}
@@ -204,6 +204,21 @@ def _reject(
     fields = {"status": "rejected", "reason": reason, "raw": ""}
     rejected = stat("webhooks", provider="paypal", outcome="rejected", reason=reason)
     ledger.finish(claim, "done", KEEP_DONE, rejected, fields)
+    _record_rejected(ledger, claim, item, reason, detail)
+
+
+def _drop_forgery(ledger: Ledger, claim: Claim, item: dict[str, str]) -> None:
+    """An IPN PayPal did not send: nothing of it is kept but counters, a marker and a line."""
+    # Anyone can post these, as many as they like: a 30-day record of each would let them
+    # fill Redis. The marker lets a replay of the same bytes pass as a duplicate for a while.
+    rejected = stat("webhooks", provider="paypal", outcome="rejected", reason="ipn_invalid")
+    if ledger.drop(claim, intake.ipn_seen_key(claim.item_id), rejected):
+        _record_rejected(ledger, claim, item, "ipn_invalid")
+
+
+def _record_rejected(
+    ledger: Ledger, claim: Claim, item: dict[str, str], reason: str, detail: str = ""
+) -> None:
     ledger.record_rejected(
         json.dumps(
             {

@@ -8,14 +8,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
-from bridge.conversion import Conversion, ConversionType, Ignored, email_hash, iso_utc
+from bridge.conversion import (
+    Conversion,
+    ConversionType,
+    Ignored,
+    contains_email,
+    email_hash,
+    iso_utc,
+)
 
 SESSION_ID_KEYS = ("rcsid", "sessionId")
 CLICK_ID_KEYS = ("cid", "clickId")
 CUSTOM_PARAM_KEYS = ("s1", "s2", "s3", "s4", "s5")
 _CONSUMED_METADATA_KEYS = frozenset(SESSION_ID_KEYS + CLICK_ID_KEYS + CUSTOM_PARAM_KEYS)
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
-_EMAIL_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 MAX_EXTERNAL_ID_LENGTH = 255  # RefCampaign's limit on `externalId`
 
 
@@ -204,7 +210,7 @@ def _customer_id(customer: object) -> str | None:
 def _custom_params(metadata: Mapping[str, Any]) -> dict[str, str]:
     """`metadata.s1`…`s5` where present, as RefCampaign's `customParams`."""
     params = {key: _text(metadata.get(key)) for key in CUSTOM_PARAM_KEYS}
-    return {key: value for key, value in params.items() if value and not _is_email(value)}
+    return {key: value for key, value in params.items() if value and not _holds_email(value)}
 
 
 def _conversion_metadata(event: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -218,12 +224,12 @@ def _conversion_metadata(event: Mapping[str, Any], metadata: Mapping[str, Any]) 
     for key, value in metadata.items():
         # The bridge's keys win over same-named merchant metadata.
         if isinstance(key, str) and key not in merged and key not in _CONSUMED_METADATA_KEYS:
-            if not _is_email(value):
+            if not _holds_email(value):
                 merged[key] = value
     return merged
 
 
-def _is_email(value: object) -> bool:
-    """True for a string that looks like an email address."""
+def _holds_email(value: object) -> bool:
+    """True for a string with an email address in it, as in `Jane <jane@example.com>`."""
     # The bridge never sends a plaintext email, not even one a merchant put in metadata.
-    return isinstance(value, str) and _EMAIL_LIKE.fullmatch(value.strip()) is not None
+    return isinstance(value, str) and contains_email(value)

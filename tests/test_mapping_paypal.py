@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote_from_bytes
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from bridge.conversion import Conversion, Ignored, MappingResult, Rejected, email_hash
 from bridge.paypal import (
+    INTAKE_FIELDS,
     is_form_encoded,
     is_test_ipn,
     map_ipn,
@@ -516,10 +518,48 @@ def test_names_decode_with_the_charset_too() -> None:
     assert parse_ipn(b"charset=UTF-8&option_name1=%C3%A9&na%C3%AFve=1")["naïve"] == "1"
 
 
-@pytest.mark.parametrize("charset", ["x-unknown", "base64", "rot13", "", "utf%00-8"])
+@pytest.mark.parametrize(
+    "charset",
+    [
+        "x-unknown",
+        "base64",
+        "rot13",
+        "",
+        "utf%00-8",
+        "punycode",
+        "idna",
+        "unicode_escape",
+        "utf8",
+        "EUC-TW",
+        "ISO-2022-CN",
+    ],
+)
 def test_an_unusable_charset_falls_back_to_windows_1252(charset: str) -> None:
-    fields = parse_ipn(b"charset=" + charset.encode() + b"&first_name=J%F6rg")
-    assert fields["first_name"] == "Jörg"
+    fields = parse_ipn(b"charset=" + charset.encode() + b"&first_name=J%F6rg%80")
+    assert fields["first_name"] == "Jörg€"
+
+
+def test_an_escaped_charset_name_is_read_unescaped() -> None:
+    assert parse_ipn(b"charset=UTF%2D8&first_name=J%C3%B6rg")["first_name"] == "Jörg"
+
+
+def test_intake_decodes_only_the_fields_it_needs() -> None:
+    raw = b"charset=UTF-8&first_name=J%C3%B6rg&test_ipn=1&ipn_track_id=t%C3%A9&test_ipn=0&x=1"
+    assert parse_ipn(raw, only=INTAKE_FIELDS) == {"test_ipn": "1", "ipn_track_id": "té"}
+    assert parse_ipn(b"first_name=x", only=INTAKE_FIELDS) == {}
+
+
+PUNYCODE_BOMB = b"-" + b"9" * (64 * 1024 - 100)  # quadratic in CPython's punycode decoder
+
+
+@pytest.mark.parametrize("only", [INTAKE_FIELDS, None], ids=["intake", "whole message"])
+def test_a_punycode_message_is_parsed_in_linear_time(only: frozenset[str] | None) -> None:
+    raw = b"charset=punycode&ipn_track_id=" + PUNYCODE_BOMB + b"&custom=" + PUNYCODE_BOMB[:100]
+    started = time.perf_counter()
+    fields = parse_ipn(raw, only=only)
+    # Read as windows-1252, a few milliseconds; as punycode, about a second.
+    assert time.perf_counter() - started < 0.3
+    assert fields["ipn_track_id"] == PUNYCODE_BOMB.decode("ascii")
 
 
 def test_undecodable_bytes_become_replacement_characters() -> None:

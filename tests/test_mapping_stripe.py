@@ -386,6 +386,31 @@ def test_metadata_merges_event_facts_with_the_objects_own_metadata() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("jane@example.com", False),
+        ("Jane <jane@example.com>", False),
+        ("mailto:jane@example.com", False),
+        ("ordered by jane@example.com on Monday", False),
+        ("(jane.doe@mail.example.co.uk)", False),
+        ("pro plan", True),
+        ("@handle", True),
+        ("user@localhost", True),
+        ("", None),  # empty values are left out anyway
+    ],
+)
+def test_a_value_with_an_email_anywhere_is_left_out(value: str, kept: bool | None) -> None:
+    metadata = {"rcsid": "rcs_1", "note": value, "s2": value, "s3": "kept"}
+    result = map_stripe_event(event(CHECKOUT, metadata=metadata), recurring=True)
+    assert isinstance(result, Conversion)
+    payload = result.to_payload()
+    assert ("note" in payload["metadata"]) is (kept is not False)
+    assert ("s2" in payload["customParams"]) is bool(kept)
+    assert payload["customParams"]["s3"] == "kept"
+    assert "@example.com" not in json.dumps(payload)
+
+
+@pytest.mark.parametrize(
     ("customer", "expected"),
     [
         ("cus_1", "cus_1"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -171,3 +172,77 @@ def test_stand_in_refuses_reencoded_message(paypal: PayPalVerifier, refcampaign:
         url, data=b"cmd=_notify-validate&" + raw.replace(b"%20", b"+"), headers=FORM, timeout=5
     )
     assert (exact.text, reencoded.text) == ("VERIFIED", "INVALID")
+
+
+# --- what a forgery leaves behind -------------------------------------------------------------
+
+
+def redis_client(env: dict[str, str]) -> Any:
+    import redis
+
+    return redis.Redis.from_url(env["REDIS_URL"])
+
+
+def wait_gone(r: Any, pattern: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while list(r.scan_iter(pattern)):
+        assert time.monotonic() < deadline, f"{pattern} still there"
+        time.sleep(0.05)
+
+
+def everything(r: Any) -> dict[str, tuple[int, bytes]]:
+    """Every key with its TTL (-1: none) and a dump of its value, to search for the body."""
+    return {key.decode(): (r.ttl(key), r.dump(key) or b"") for key in r.scan_iter("*")}
+
+
+def test_forged_ipn_leaves_no_body_and_no_lasting_record(env, client, worker, paypal, refcampaign):
+    import base64
+
+    r = redis_client(env)
+    raw = paypal_fixture("boxbilling__web_accept_completed.txt").replace(b"5.95", b"9999.00")
+    ipn(client, paypal, raw, genuine=False)
+    wait_verified(paypal, 1)
+    wait_gone(r, "rb:item:ipn_*")
+    keys = everything(r)
+    for name, (_, value) in keys.items():
+        assert raw not in value and base64.b64encode(raw) not in value, name
+    [seen] = [name for name in keys if name.startswith("rb:seen:")]
+    assert 0 < keys[seen][0] <= 3600
+    lasting = {name for name, (ttl, _) in keys.items() if ttl == -1}
+    lasting -= {name for name in lasting if name.startswith("_kombu.binding.")}  # Celery's own
+    # Counters, the bounded rejection list and the bookkeeping of the queue; nothing per message.
+    assert lasting <= {"rb:stats", "rb:rejected", "rb:nudges", "rb:due", "rb:undelivered"}, lasting
+    [entry] = [json.loads(line) for line in r.lrange("rb:rejected", 0, -1)]
+    assert (entry["reason"], entry["event_id"]) == ("ipn_invalid", "6fd802df6f247")
+    stats = r.hgetall("rb:stats")
+    assert stats[b"webhooks:outcome=rejected,provider=paypal,reason=ipn_invalid"] == b"1"
+    # PayPal's resend (or an attacker's replay) of the same bytes is known without a new check.
+    ipn(client, paypal, raw, genuine=False)
+    time.sleep(1.0)
+    assert len(paypal.requests) == 1
+    assert not list(r.scan_iter("rb:item:*"))
+    assert refcampaign.requests == []
+
+
+def test_rejection_list_is_bounded(env):
+    from bridge.ledger import REJECTED_KEEP, Ledger
+
+    r = redis_client(env)
+    ledger = Ledger(r)
+    for n in range(REJECTED_KEEP + 5):
+        ledger.record_rejected(json.dumps({"n": n}))
+    assert r.llen("rb:rejected") == REJECTED_KEEP
+    assert json.loads(r.lindex("rb:rejected", 0)) == {"n": REJECTED_KEEP + 4}
+
+
+@pytest.mark.parametrize("charset", [b"punycode", b"x-mac-unknown", b"EUC-TW", b"utf8"])
+def test_undocumented_charset_is_decoded_as_windows_1252(
+    client, worker, paypal, refcampaign, charset
+):
+    raw = (
+        b"txn_type=web_accept&payment_status=Completed&txn_id=CHARSET1&mc_gross=10.00"
+        b"&mc_currency=EUR&custom=rcsid%3D%E9t%E9%80&charset=" + charset + b"&ipn_track_id=cs1"
+    )
+    ipn(client, paypal, raw)
+    [payload] = refcampaign.wait_for(1)
+    assert payload["sessionId"] == "été€"

@@ -34,6 +34,7 @@ from tests.signing import OTHER_SECRET, SECRET, stripe_body, stripe_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
+IPN_LIMIT = 64 * 1024
 TOLERANCE = 300  # STRIPE_SIGNATURE_TOLERANCE's default; the `env` fixture leaves it unset
 PAYPAL_LIVE = "https://ipnpb.paypal.com/cgi-bin/webscr"
 TEST_IPN = "django_paypal__express_checkout_windows1252_custom_with_ampersand.txt"
@@ -632,11 +633,23 @@ def test_same_ipn_twice_is_one_item(client, redis_url):
     assert sorted(stored_raw(redis_url)) == sorted([raw, other])
 
 
-@pytest.mark.parametrize("extra", [pytest.param(0, id="at 1 MiB"), pytest.param(1, id="over")])
-def test_ipn_body_size_limit(client, redis_url, extra):
+def ipn_of_size(size: int) -> bytes:
+    """A real IPN padded with one more field to exactly `size` bytes."""
     raw = paypal_fixture(IPN)
-    body = raw + b"&pad=" + b"x" * (MIB - len(raw) - 5 + extra)
-    assert len(body) == MIB + extra
+    return raw + b"&pad=" + b"x" * (size - len(raw) - 5)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        pytest.param(IPN_LIMIT, id="at 64 KiB"),
+        pytest.param(IPN_LIMIT + 1, id="one byte over"),
+        pytest.param(MIB, id="1 MiB"),
+    ],
+)
+def test_ipn_body_size_limit(client, redis_url, size):
+    body = ipn_of_size(size)
+    extra = size > IPN_LIMIT
     response = post_ipn(client, body)
     if extra:
         assert response.status_code == 413
@@ -653,9 +666,15 @@ def test_chunked_ipn_over_one_mib_is_413_and_not_queued(client, redis_url):
     assert response.status_code == 413
 
 
-def test_chunked_ipn_of_exactly_one_mib_is_queued_whole(client, redis_url):
-    raw = paypal_fixture(IPN)
-    body = raw + b"&pad=" + b"x" * (MIB - len(raw) - 5)
+def test_chunked_ipn_one_byte_over_64_kib_is_413_and_not_queued(client, redis_url):
+    body = ipn_of_size(IPN_LIMIT + 1)
+    response = post_chunked(client, "/webhooks/paypal/ipn", body, {"Content-Type": FORM})
+    assert response.status_code == 413
+    assert queued(redis_url) == NOTHING
+
+
+def test_chunked_ipn_of_exactly_64_kib_is_queued_whole(client, redis_url):
+    body = ipn_of_size(IPN_LIMIT)
     response = post_chunked(client, "/webhooks/paypal/ipn", body, {"Content-Type": FORM})
     assert response.status_code == 200
     assert stored_raw(redis_url) == [body]
@@ -952,6 +971,8 @@ def chunked(body: bytes, size: int = 64 * 1024) -> bytes:
         pytest.param("/webhooks/stripe", MIB, 200, id="stripe exactly 1 MiB"),
         pytest.param("/webhooks/stripe", MIB + 64 * 1024, 413, id="stripe over"),
         pytest.param("/webhooks/paypal/ipn", MIB + 64 * 1024, 413, id="paypal over"),
+        pytest.param("/webhooks/paypal/ipn", IPN_LIMIT, 200, id="paypal exactly 64 KiB"),
+        pytest.param("/webhooks/paypal/ipn", IPN_LIMIT + 1, 413, id="paypal 64 KiB + 1"),
     ],
 )
 def test_real_chunked_request(web, redis_url, route, size, status):
@@ -985,3 +1006,113 @@ def test_declared_oversize_body_is_413_before_it_is_read(web, redis_url):
     assert status_of(answer) == 413
     assert proc.poll() is None
     assert_still_serving(port, redis_url)
+
+
+@pytest.mark.parametrize(
+    ("size", "status"),
+    [
+        pytest.param(IPN_LIMIT, 200, id="exactly 64 KiB"),
+        pytest.param(IPN_LIMIT + 1, 413, id="64 KiB + 1"),
+        pytest.param(MIB, 413, id="1 MiB"),
+    ],
+)
+def test_real_ipn_with_content_length_over_64_kib_is_413(web, redis_url, size, status):
+    port, proc = web
+    body = ipn_of_size(size)
+    head = (
+        f"POST /webhooks/paypal/ipn HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\n"
+        f"Content-Length: {size}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    # A declared length over the limit is refused before the body is read: send a little of
+    # it only, or the server's close could reset the connection under the unread rest.
+    answer = raw_exchange(port, head + (body if size <= IPN_LIMIT + 1 else body[:1024]))
+    assert status_of(answer) == status
+    assert stored_raw(redis_url) == ([body] if status == 200 else [])
+    assert proc.poll() is None
+
+
+# --- costly charsets --------------------------------------------------------------------------
+
+# Quadratic in CPython's punycode decoder: about a second at 64 KiB, minutes at 1 MiB.
+PUNYCODE_BOMB = b"-" + b"9" * MIB
+
+
+def costly_ipn(size: int, charset: bytes = b"punycode") -> bytes:
+    """A form message of `size` bytes whose track id costs dearly to decode as punycode."""
+    head = b"charset=" + charset + b"&test_ipn=1&txn_type=web_accept&ipn_track_id=%E9t%E9"
+    return head + PUNYCODE_BOMB[: size - len(head)]
+
+
+@pytest.mark.parametrize("charset", [b"punycode", b"PUNYCODE", b"x-unknown", b"EUC-TW"])
+def test_costly_or_unknown_charset_is_read_fast_as_windows_1252(web, env, redis_url, charset):
+    port, proc = web
+    body = costly_ipn(IPN_LIMIT, charset)
+    started = time.monotonic()
+    response = requests.post(
+        f"http://127.0.0.1:{port}/webhooks/paypal/ipn",
+        data=body,
+        headers={"Content-Type": FORM},
+        timeout=30,
+    )
+    elapsed = time.monotonic() - started
+    assert (response.status_code, response.content) == (200, b"")
+    # Measured: about 10 ms. Decoded as punycode, the track id alone takes about a second.
+    assert elapsed < 0.5, f"{elapsed:.2f}s"
+    assert stored_raw(redis_url) == [body]
+    [key] = redis.Redis.from_url(redis_url).scan_iter("rb:item:ipn_*")
+    event_id = redis.Redis.from_url(redis_url).hget(key, "event_id").decode()
+    # windows-1252, and cut to a length no real track id reaches.
+    assert event_id == ("été-" + "9" * 60)
+    assert proc.poll() is None
+
+
+def test_a_mib_of_costly_charset_is_refused_at_once(web, redis_url):
+    port, proc = web
+    body = costly_ipn(MIB)
+    head = (
+        f"POST /webhooks/paypal/ipn HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    # Refused on its declared length, before the body is read (see above).
+    answer = raw_exchange(port, head + body[:1024], timeout=60)
+    assert status_of(answer) == 413
+    assert time.monotonic() - started < 2
+    assert queued(redis_url) == NOTHING
+    assert_still_serving(port, redis_url)
+
+
+# --- counting a refusal while Redis refuses writes ----------------------------------------------
+
+
+@pytest.fixture(params=["full", "read-only replica"])
+def refusing_redis(request: Any, tmp_path: Path) -> Iterator[str]:
+    """A real Redis that answers every write with an error: out of memory, or READONLY."""
+    server = EmbeddedRedis(tmp_path / "refusing-redis").start()
+    r = redis.Redis.from_url(server.url)
+    if request.param == "full":
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("maxmemory", 1)
+    else:
+        r.replicaof("127.0.0.1", free_port())  # a master that is not there: writes are refused
+    try:
+        with pytest.raises(redis.exceptions.ResponseError):
+            r.hincrby("rb:stats", "probe", 1)
+        yield server.url
+    finally:
+        server.stop()
+
+
+def test_a_refusal_is_still_a_refusal_when_its_counter_cannot_be_written(env, refusing_redis):
+    client = app_client(env, REDIS_URL=refusing_redis, PAYPAL_IPN_VERIFY_URL=PAYPAL_LIVE)
+    body = stripe_body(checkout_event())
+    ignored = stripe_body(checkout_event(payment_status="unpaid"))
+    assert post_stripe(client, body, signature(body, "whsec_someone_else")).status_code == 400
+    assert post_stripe(client, body, "t=1,v1=00").status_code == 400
+    assert post_stripe(client, ignored, signature(ignored)).status_code == 200
+    assert post_ipn(client, b"{}").status_code == 400
+    assert post_ipn(client, paypal_fixture(TEST_IPN)).status_code == 200  # test_ipn on live
+    assert post_ipn(client, ipn_of_size(IPN_LIMIT + 1)).status_code == 413
+    # What would have to be stored is refused, so that the provider sends it again.
+    assert post_stripe(client, body, signature(body)).status_code == 503
+    assert post_ipn(client, paypal_fixture(IPN)).status_code == 503
