@@ -32,6 +32,11 @@ log = structlog.get_logger("refbridge.run")
 # gets ~10 % of a contended CPU and all of an idle one.
 WORKER_NICE = 10
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# What each child gets from the kernel when we die without stopping it (SIGKILL, a crash).
+# gunicorn's SIGTERM shutdown is bounded (graceful_timeout). Celery's warm shutdown is not when
+# its broker is gone, as the embedded Redis is then too (seen: a worker that stayed for
+# minutes); an attempt cut short is taken up again by the ledger, like any crashed one.
+DEATH_SIGNALS = {"web": signal.SIGTERM, "worker": signal.SIGKILL}
 
 
 def _children(host: str, port: int, concurrency: int, worker_name: str) -> dict[str, list[str]]:
@@ -53,12 +58,14 @@ class Tree:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     redis: EmbeddedRedis | None = None
     stop_requested: bool = False
+    # Known before a hang-up: a terminal that is gone no longer answers isatty().
+    terminal_fds: tuple[int, ...] = field(default_factory=lambda: _terminal_fds())
 
     def request_stop(self, signum: int, _: object) -> None:
         """Signal handler: the main loop stops everything in order."""
         self.stop_requested = True
         if signum == signal.SIGHUP:
-            _leave_terminal()
+            _leave_terminal(self.terminal_fds)
 
     def start_redis(self) -> str:
         """Start the embedded Redis under the data directory; its URL, also in redis.url."""
@@ -74,7 +81,7 @@ class Tree:
             cmd,
             env=env,
             start_new_session=True,
-            preexec_fn=die_with_parent(),
+            preexec_fn=die_with_parent(DEATH_SIGNALS[name]),
             # The lock goes with them: a run's data directory stays locked while any of it lives.
             pass_fds=(self.lock.fileno(),),
         )
@@ -164,12 +171,15 @@ def _pids(tree: Tree) -> dict[str, int]:
     return pids
 
 
-def _leave_terminal() -> None:
+def _terminal_fds() -> tuple[int, ...]:
+    return tuple(fd for fd in (1, 2) if os.isatty(fd))
+
+
+def _leave_terminal(fds: tuple[int, ...]) -> None:
     """After a hang-up our terminal is gone: writing to it would fail, so write nowhere."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    for fd in (1, 2):
-        if os.isatty(fd):
-            os.dup2(devnull, fd)
+    for fd in fds:
+        os.dup2(devnull, fd)
     os.close(devnull)
 
 

@@ -85,7 +85,10 @@ def _say_json(msg: str, f: Any = sys.__stderr__) -> None:
     )
     stream = f or sys.__stderr__ or sys.__stdout__
     if stream is not None:
-        os.write(stream.fileno(), (line + "\n").encode())
+        try:
+            os.write(stream.fileno(), (line + "\n").encode())
+        except OSError:
+            pass  # a terminal closed under us (EIO): the shutdown it announces must go on
 
 
 celery_worker.safe_say = _say_json

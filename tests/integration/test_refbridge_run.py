@@ -4,10 +4,15 @@ of it is left; a second run on the same data directory or port is refused with o
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -333,3 +338,58 @@ def test_unreachable_redis_url_is_one_line_without_the_password(tmp_path, refcam
         "refbridge: cannot reach Redis at 127.0.0.1:1 (REDIS_URL): connection refused; "
         "start it, or unset REDIS_URL to run an embedded one"
     ]
+
+
+def test_closing_its_terminal_stops_it_cleanly(tmp_path, refcampaign):
+    # A real terminal: `refbridge run` leads a session whose controlling terminal is a pty;
+    # closing the pty's master is what closing a terminal window does (the kernel's SIGHUP).
+    master, slave = pty.openpty()
+
+    def take_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [REFBRIDGE, "run", "--concurrency", "1", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=run_env(refcampaign),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=take_terminal,
+    )
+    os.close(slave)
+    seen = bytearray()
+    reading = threading.Event()
+    reading.set()
+
+    def drain() -> None:  # a terminal shows everything: nobody may block on a full pty
+        while reading.is_set():
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen.extend(os.read(master, 65536))
+                except OSError:
+                    return
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while b"refbridge_ready" not in seen and time.monotonic() < deadline:
+        assert proc.poll() is None, seen.decode(errors="replace")[-3000:]
+        time.sleep(0.2)
+    assert b"refbridge_ready" in seen, seen.decode(errors="replace")[-3000:]
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
+    reading.clear()
+    reader.join()  # a read in progress would keep the terminal open past close()
+    os.close(master)
+    closed = time.monotonic()
+    try:
+        assert proc.wait(60) == 0
+        # Not held up by a child stuck writing to the terminal that is gone (it took 20 s, then
+        # a SIGKILL, when Celery's shutdown notice failed with EIO).
+        assert time.monotonic() - closed < 15
+        assert not wait_gone(tree, timeout=15)
+        assert not (tmp_path / ".refbridge" / "redis.url").exists()
+    finally:
+        for p in alive(tree):
+            p.kill()
