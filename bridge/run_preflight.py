@@ -86,6 +86,10 @@ def check_redis(url: str) -> None:
             f"cannot reach Redis at {redis_address(url)} (REDIS_URL): {_reason(exc)}; "
             "start it, or unset REDIS_URL to run an embedded one"
         ) from None
+    except redis.exceptions.RedisError as exc:
+        raise RunRefused(
+            f"Redis at {redis_address(url)} (REDIS_URL) answered with {type(exc).__name__}"
+        ) from None
     finally:
         client.close()
 

@@ -287,6 +287,10 @@ def test_ready_line_then_a_second_run_is_refused_in_one_line(tmp_path, refcampai
     try:
         ready = first.wait_ready()
         assert f"http://127.0.0.1:{port}" in ready
+        # Not before the worker's own "ready." (it consumes from then on) nor the web's workers.
+        output = first.output()
+        assert output.index(" ready.") < output.index("refbridge_ready")
+        assert output.index("Booting worker") < output.index("refbridge_ready")
         # Ready means ready: the web answers and the worker consumes, at once.
         post_checkout(f"http://127.0.0.1:{port}", 2)
         assert len(refcampaign.wait_for(1, timeout=10)) == 1
