@@ -21,7 +21,7 @@ from bridge.process_tree import die_with_parent
 from bridge.readiness import Readiness, probe_host
 from bridge.redis_client import connect
 from bridge.run_preflight import check_port_free, check_redis, lock_data_dir, redis_address
-from config import Settings
+from config import ConfigError, Settings
 
 log = structlog.get_logger("refbridge.run")
 
@@ -106,7 +106,7 @@ def run(settings: Settings, host: str, port: int | None, concurrency: int, data_
     """Check, start everything, wait for a stop signal (or a child's death), stop; exit status."""
     configure_logging()
     settings.require("REFCAMPAIGN_API_KEY")
-    web_port = port or int(os.environ.get("PORT") or 8000)
+    web_port = port or _env_port()
     lock = lock_data_dir(data_dir)
     try:
         check_port_free(host, web_port)
@@ -144,24 +144,41 @@ def _run_tree(tree: Tree, settings: Settings, host: str, port: int, concurrency:
     log.info("refbridge_starting", web=web, pids=_pids(tree), worker_nice=worker_nice)
     readyz = f"http://{probe_host(host)}:{port}/readyz"
     ready = Readiness(readyz, connect(redis_url), worker_name)
+    return _watch(tree, ready, web=web, redis=f"{redis_address(redis_url)} ({where})")
+
+
+def _watch(tree: Tree, ready: Readiness, **ready_line: str) -> int:
+    """Until a stop is asked for or a child exits: say once when the service is ready."""
     announced = False
     while not tree.stop_requested:
         dead = tree.exited()
         if dead:
-            return _child_exited(tree, dead)
+            code = _child_exited(tree, dead)
+            if code is not None:
+                return code
         if not announced and ready.check():
             announced = True
-            redis_where = f"{redis_address(redis_url)} ({where})"
-            log.info("refbridge_ready", web=web, redis=redis_where, seconds=ready.seconds())
+            log.info("refbridge_ready", **ready_line, seconds=ready.seconds())
         time.sleep(0.2)
     return 0
 
 
-def _child_exited(tree: Tree, name: str) -> int:
-    """What to do when a child dies on its own: for now, stop everything (exit status 1)."""
+def _child_exited(tree: Tree, name: str) -> int | None:
+    """A child died on its own: the exit status to stop everything with, or None to go on.
+
+    For now every such death stops the run (status 1); a child restarted here instead would
+    make this return None.
+    """
     proc = tree.redis.process if name == "redis" and tree.redis else tree.procs.get(name)
     log.error("process_exited", process=name, code=proc.returncode if proc else None)
     return 1
+
+
+def _env_port() -> int:
+    raw = os.environ.get("PORT") or "8000"
+    if not (raw.isascii() and raw.isdigit() and 0 < int(raw) < 65536):
+        raise ConfigError("PORT", "expected a TCP port number (1-65535)")
+    return int(raw)
 
 
 def _pids(tree: Tree) -> dict[str, int]:
