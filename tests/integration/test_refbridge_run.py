@@ -397,3 +397,13 @@ def test_closing_its_terminal_stops_it_cleanly(tmp_path, refcampaign):
     finally:
         for p in alive(tree):
             p.kill()
+
+
+@pytest.mark.parametrize("port", ["²", "abc", "70000"])
+def test_a_port_that_is_not_a_port_is_one_line(tmp_path, refcampaign, port):
+    result = cli(tmp_path, run_env(refcampaign, PORT=port), "run")
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == [
+        "refbridge: configuration error: PORT: expected a TCP port number (1-65535)"
+    ]
+    assert not list(tmp_path.glob(".refbridge/appendonly*")), "nothing was started"
