@@ -14,9 +14,10 @@ import redis
 from bridge import reports
 from bridge.ledger import Ledger
 from bridge.redis_client import REDIS_ERRORS, connect
+from bridge.run_preflight import RunRefused
 from config import ConfigError, Settings
 
-EMBEDDED_URL_FILE = Path(".refbridge") / "redis.url"
+DATA_DIR = Path(".refbridge")
 
 
 class CliError(Exception):
@@ -26,22 +27,30 @@ class CliError(Exception):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refbridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run web, worker (and an embedded Redis) in one process tree")
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DATA_DIR,
+        help="the data directory of `refbridge run` (its lock, embedded Redis and redis.url)",
+    )
+    run = sub.add_parser(
+        "run", parents=[data_dir], help="run web, worker (and an embedded Redis) in one tree"
+    )
     run.add_argument("--host", default="127.0.0.1", help="address the web process binds")
     run.add_argument("--port", type=int, default=None, help="web port (default $PORT or 8000)")
     run.add_argument("--concurrency", type=int, default=4, help="worker processes")
-    run.add_argument(
-        "--data-dir", type=Path, default=Path(".refbridge"), help="embedded Redis data directory"
+    status = sub.add_parser(
+        "status", parents=[data_dir], help="queue depth, retries, dead letters, counters"
     )
-    status = sub.add_parser("status", help="queue depth, retries, dead letters, counters")
     status.add_argument("--json", action="store_true")
     dlq = sub.add_parser("dlq", help="the dead-letter queue").add_subparsers(
         dest="action", required=True
     )
-    dlq.add_parser("list").add_argument("--json", action="store_true")
-    dlq.add_parser("show").add_argument("id")
+    dlq.add_parser("list", parents=[data_dir]).add_argument("--json", action="store_true")
+    dlq.add_parser("show", parents=[data_dir]).add_argument("id")
     for action in ("replay", "purge"):
-        cmd = dlq.add_parser(action)
+        cmd = dlq.add_parser(action, parents=[data_dir])
         cmd.add_argument("ids", nargs="*")
         cmd.add_argument("--all", action="store_true")
     return parser
@@ -55,13 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bridge.supervisor import run
 
             return run(_settings(), args.host, args.port, args.concurrency, args.data_dir)
-        ledger = Ledger(connect(_redis_url(_settings())))
+        ledger = Ledger(connect(_redis_url(_settings(), args.data_dir)))
         if args.command == "status":
             return _status(ledger, args.json)
         return _dlq(ledger, args)
     except ConfigError as exc:
         print(f"refbridge: configuration error: {exc}", file=sys.stderr)
-    except CliError as exc:
+    except (CliError, RunRefused) as exc:
         print(f"refbridge: {exc}", file=sys.stderr)
     except redis.exceptions.AuthenticationError:
         print("refbridge: Redis refused the credentials in REDIS_URL", file=sys.stderr)
@@ -80,12 +89,16 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
-def _redis_url(settings: Settings) -> str:
+def _redis_url(settings: Settings, data_dir: Path) -> str:
+    """REDIS_URL when set, else the embedded Redis of a `refbridge run` using `data_dir`."""
     if settings.redis_url:
         return settings.redis_url
-    if EMBEDDED_URL_FILE.is_file():
-        return EMBEDDED_URL_FILE.read_text().strip()
-    raise ConfigError("REDIS_URL", "is not set (and no `refbridge run` here to find)")
+    url_file = data_dir / "redis.url"
+    if url_file.is_file():
+        return url_file.read_text().strip()
+    raise ConfigError(
+        "REDIS_URL", f"is not set (and no `refbridge run` found in {data_dir}; see --data-dir)"
+    )
 
 
 def _status(ledger: Ledger, as_json: bool) -> int:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import redis
 
+from bridge.process_tree import die_with_parent
+
 
 class RedisStartError(RuntimeError):
     """The embedded Redis server did not come up."""
@@ -71,14 +73,16 @@ class EmbeddedRedis:
             str(self.data_dir / "redis.log"),
         ]
 
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        """Start the server and wait until it answers PING."""
+    def start(self, timeout: float = 10.0, pass_fds: tuple[int, ...] = ()) -> EmbeddedRedis:
+        """Start the server and wait until it answers PING; it stops (SIGTERM) when we die."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # Its own session: a Ctrl-C meant for `refbridge run` must not stop Redis before the
         # web and worker processes that still write to it.
         self.process = subprocess.Popen(
             self.command(),
             start_new_session=True,
+            preexec_fn=die_with_parent(),
+            pass_fds=pass_fds,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -18,7 +18,8 @@ from bridge.ledger import Ledger
 from bridge.logs import configure_logging
 from bridge.postback import new_session
 from bridge.processing import BATCH, Worker
-from bridge.redis_client import connect
+from bridge.readiness import WORKER_READY_TTL, worker_ready_key
+from bridge.redis_client import REDIS_ERRORS, connect
 from config import Settings
 
 _local: dict[str, Any] = {}
@@ -84,7 +85,10 @@ def _say_json(msg: str, f: Any = sys.__stderr__) -> None:
     )
     stream = f or sys.__stderr__ or sys.__stdout__
     if stream is not None:
-        os.write(stream.fileno(), (line + "\n").encode())
+        try:
+            os.write(stream.fileno(), (line + "\n").encode())
+        except OSError:
+            pass  # a terminal closed under us (EIO): the shutdown it announces must go on
 
 
 celery_worker.safe_say = _say_json
@@ -93,3 +97,16 @@ celery_worker.safe_say = _say_json
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     configure_logging()
+
+
+@signals.worker_ready.connect
+def _announce_ready(sender: Any, **_: Any) -> None:
+    """Tell `refbridge run`, through Redis, that this worker consumes now (its ready line)."""
+    settings: Settings = sender.app.conf.refbridge_settings
+    client = connect(settings.redis_url or "")
+    try:
+        client.set(worker_ready_key(sender.hostname), os.getpid(), ex=WORKER_READY_TTL)
+    except REDIS_ERRORS:
+        pass  # Redis just went away: the worker's own connection errors say so
+    finally:
+        client.close()

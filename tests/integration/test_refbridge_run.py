@@ -1,17 +1,24 @@
-"""`refbridge run` as a new user runs it: embedded Redis, web, worker; Ctrl-C stops them all."""
+"""`refbridge run` as a new user runs it: embedded Redis, web, worker; stopped or killed, nothing
+of it is left; a second run on the same data directory or port is refused with one line."""
 
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 import requests
 
 from bridge.embedded_redis import free_port
@@ -20,6 +27,79 @@ from tests.fixtures import stripe_fixture
 from tests.signing import SECRET, stripe_body, stripe_headers
 
 REFBRIDGE = str(Path(sys.executable).parent / "refbridge")
+
+
+def run_env(refcampaign: Any, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "STRIPE_", "REFC"))}
+    env.update(
+        REFCAMPAIGN_API_KEY=refcampaign.api_key,
+        REFCAMPAIGN_API_URL=refcampaign.url,
+        STRIPE_WEBHOOK_SECRET=SECRET,
+        **extra,
+    )
+    return env
+
+
+class Run:
+    """`refbridge run ARGS` in `cwd`, its output in a file (read while it runs)."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], *args: str) -> None:
+        self.log = cwd / f"run-{time.monotonic_ns()}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [REFBRIDGE, "run", "--concurrency", "1", *args],
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> str:
+        """The ready line, once `refbridge run` printed it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = [line for line in self.output().splitlines() if "refbridge_ready" in line]
+            if ready:
+                return ready[0]
+            assert self.proc.poll() is None, f"exited early:\n{self.output()[-3000:]}"
+            time.sleep(0.2)
+        raise AssertionError(f"never ready:\n{self.output()[-3000:]}")
+
+    def tree(self) -> list[psutil.Process]:
+        return [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(True)]
+
+    def stop(self, signum: int = signal.SIGINT, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        return self.proc.wait(timeout)
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float = 20.0) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while alive(procs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return alive(procs)
+
+
+def post_checkout(base: str, n: int) -> None:
+    body = stripe_body(event("checkout.session.completed", session(f"cs_run_{n}"), n))
+    answer = requests.post(
+        f"{base}/webhooks/stripe", data=body, headers=stripe_headers(body), timeout=10
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [REFBRIDGE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=30
+    )
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 40.0) -> None:
@@ -146,6 +226,184 @@ def test_refbridge_run_end_to_end(tmp_path, refcampaign):
         proc.send_signal(signal.SIGINT)
         output = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 0, output[-3000:]
+    assert '"refbridge_ready"' in output
     assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not (tmp_path / ".refbridge" / "redis.url").exists()
     assert SECRET not in output and refcampaign.api_key not in output
     assert "Traceback" not in output
+
+
+def test_sigkilled_run_leaves_nothing_behind_and_a_new_run_starts(tmp_path, refcampaign):
+    port = free_port()
+    env = run_env(refcampaign)
+    data = ["--data-dir", "state", "--port", str(port)]
+    first = Run(tmp_path, env, *data)
+    tree: list[psutil.Process] = []
+    try:
+        first.wait_ready()
+        tree = first.tree()
+        names = " ".join(" ".join(p.cmdline()) for p in tree)
+        assert all(word in names for word in ("redis-server", "gunicorn", "celery"))
+        assert len(tree) >= 6  # us, redis, gunicorn master + 2 workers, celery + its pool child
+        first.proc.kill()
+        first.proc.wait(10)
+        assert not wait_gone(tree, timeout=15), "survivors of a SIGKILLed refbridge run"
+    finally:
+        for p in alive(tree):
+            p.kill()
+    # The killed run's redis.url is stale, but a new run on the same directory starts and works.
+    second = Run(tmp_path, env, *data)
+    try:
+        second.wait_ready()
+        post_checkout(f"http://127.0.0.1:{port}", 1)
+        assert [p["externalId"] for p in refcampaign.wait_for(1, timeout=30)] == ["cs_run_1"]
+        status = cli(tmp_path, env, "status", "--json", "--data-dir", "state")
+        assert status.returncode == 0, status.stderr
+        assert '"delivered": 1' in status.stdout
+        assert not (tmp_path / ".refbridge").exists(), "--data-dir is honoured everywhere"
+    finally:
+        assert second.stop() == 0, second.output()[-3000:]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_it_cleanly(tmp_path, refcampaign, signum):
+    run = Run(tmp_path, run_env(refcampaign), "--port", str(free_port()))
+    run.wait_ready()
+    tree = run.tree()
+    assert (tmp_path / ".refbridge" / "redis.url").exists()
+    assert run.stop(signum) == 0, run.output()[-3000:]
+    assert not alive(tree)
+    assert not (tmp_path / ".refbridge" / "redis.url").exists()
+    output = run.output()
+    # In order: web and worker first, the Redis they write to last.
+    assert output.index("Shutting down: Master") < output.index('"refbridge_stopped"')
+    assert "Traceback" not in output
+
+
+def test_ready_line_then_a_second_run_is_refused_in_one_line(tmp_path, refcampaign):
+    port = free_port()
+    env = run_env(refcampaign)
+    first = Run(tmp_path, env, "--port", str(port))
+    try:
+        ready = first.wait_ready()
+        assert f"http://127.0.0.1:{port}" in ready
+        # Not before the worker's own "ready." (it consumes from then on) nor the web's workers.
+        output = first.output()
+        assert output.index(" ready.") < output.index("refbridge_ready")
+        assert output.index("Booting worker") < output.index("refbridge_ready")
+        # Ready means ready: the web answers and the worker consumes, at once.
+        post_checkout(f"http://127.0.0.1:{port}", 2)
+        assert len(refcampaign.wait_for(1, timeout=10)) == 1
+        url_file = tmp_path / ".refbridge" / "redis.url"
+        redis_url = url_file.read_text()
+        same_dir = cli(tmp_path, env, "run", "--port", str(free_port()))
+        assert same_dir.returncode != 0
+        assert same_dir.stdout == ""
+        assert len(same_dir.stderr.splitlines()) == 1, same_dir.stderr
+        assert "another `refbridge run`" in same_dir.stderr
+        assert url_file.read_text() == redis_url, "the losing run left the winner's files alone"
+        same_port = cli(tmp_path, env, "run", "--port", str(port), "--data-dir", "other")
+        assert same_port.returncode != 0
+        assert same_port.stderr.splitlines() == [
+            f"refbridge: port {port} on 127.0.0.1 is already in use; stop what uses it "
+            "or choose another with --port"
+        ]
+        assert not list((tmp_path / "other").glob("*.aof")) and not list(
+            (tmp_path / "other").glob("appendonly*")
+        ), "no Redis was started"
+        status = cli(tmp_path, env, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert '"delivered": 1' in status.stdout
+        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+    finally:
+        assert first.stop() == 0, first.output()[-3000:]
+
+
+def test_a_child_that_dies_stops_everything(tmp_path, refcampaign):
+    run = Run(tmp_path, run_env(refcampaign), "--port", str(free_port()))
+    run.wait_ready()
+    tree = run.tree()
+    worker = next(p for p in tree if "celery" in " ".join(p.cmdline()) and p.ppid() == run.proc.pid)
+    worker.kill()
+    assert run.proc.wait(60) == 1
+    assert not wait_gone(tree, timeout=15)
+    assert not (tmp_path / ".refbridge" / "redis.url").exists()
+    assert '"process_exited"' in run.output()
+
+
+def test_unreachable_redis_url_is_one_line_without_the_password(tmp_path, refcampaign):
+    env = run_env(refcampaign, REDIS_URL="redis://:hunter2pw@127.0.0.1:1/0")
+    started = time.monotonic()
+    result = cli(tmp_path, env, "run", "--port", str(free_port()))
+    assert time.monotonic() - started < 20
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "refbridge: cannot reach Redis at 127.0.0.1:1 (REDIS_URL): connection refused; "
+        "start it, or unset REDIS_URL to run an embedded one"
+    ]
+
+
+def test_closing_its_terminal_stops_it_cleanly(tmp_path, refcampaign):
+    # A real terminal: `refbridge run` leads a session whose controlling terminal is a pty;
+    # closing the pty's master is what closing a terminal window does (the kernel's SIGHUP).
+    master, slave = pty.openpty()
+
+    def take_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [REFBRIDGE, "run", "--concurrency", "1", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=run_env(refcampaign),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=take_terminal,
+    )
+    os.close(slave)
+    seen = bytearray()
+    reading = threading.Event()
+    reading.set()
+
+    def drain() -> None:  # a terminal shows everything: nobody may block on a full pty
+        while reading.is_set():
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen.extend(os.read(master, 65536))
+                except OSError:
+                    return
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while b"refbridge_ready" not in seen and time.monotonic() < deadline:
+        assert proc.poll() is None, seen.decode(errors="replace")[-3000:]
+        time.sleep(0.2)
+    assert b"refbridge_ready" in seen, seen.decode(errors="replace")[-3000:]
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
+    reading.clear()
+    reader.join()  # a read in progress would keep the terminal open past close()
+    os.close(master)
+    closed = time.monotonic()
+    try:
+        assert proc.wait(60) == 0
+        # Not held up by a child stuck writing to the terminal that is gone (it took 20 s, then
+        # a SIGKILL, when Celery's shutdown notice failed with EIO).
+        assert time.monotonic() - closed < 15
+        assert not wait_gone(tree, timeout=15)
+        assert not (tmp_path / ".refbridge" / "redis.url").exists()
+    finally:
+        for p in alive(tree):
+            p.kill()
+
+
+@pytest.mark.parametrize("port", ["²", "abc", "70000"])
+def test_a_port_that_is_not_a_port_is_one_line(tmp_path, refcampaign, port):
+    result = cli(tmp_path, run_env(refcampaign, PORT=port), "run")
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == [
+        "refbridge: configuration error: PORT: expected a TCP port number (1-65535)"
+    ]
+    assert not list(tmp_path.glob(".refbridge/appendonly*")), "nothing was started"
