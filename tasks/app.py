@@ -64,7 +64,7 @@ def current_worker(app: Celery) -> Worker:
             settings: Settings = app.conf.refbridge_settings
             _local["worker"] = Worker(
                 ledger=Ledger(connect(settings.redis_url or "")),
-                session=new_session(settings.postback_url, pool_size=BATCH),
+                session=new_session(pool_size=BATCH),
                 settings=settings,
                 threads=ThreadPoolExecutor(max_workers=BATCH, thread_name_prefix="attempt"),
             )
