@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
 import sys
 from typing import Any
 
 import redis
 import structlog
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.exceptions import HTTPException
 
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     app.extensions["refbridge"] = {"settings": settings, "ledger": ledger}
     register_webhooks(app, settings, ledger)
-    _operations(app, ledger)
+    _operations(app, ledger, settings.metrics_bearer_token)
     _errors(app)
     return app
 
@@ -55,7 +56,7 @@ def web_settings_or_exit() -> Settings:
         raise SystemExit(WORKER_BOOT_ERROR) from None
 
 
-def _operations(app: Flask, ledger: Ledger) -> None:
+def _operations(app: Flask, ledger: Ledger, metrics_token: str | None) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(lambda: reports.metrics_state(ledger)))
 
@@ -71,7 +72,22 @@ def _operations(app: Flask, ledger: Ledger) -> None:
 
     @app.get("/metrics")
     def metrics() -> Any:
+        if metrics_token and not bearer_matches(
+            request.headers.get("Authorization"), metrics_token
+        ):
+            headers = {"WWW-Authenticate": 'Bearer realm="metrics"'}
+            return jsonify(error="a valid bearer token is required"), 401, headers
         return Response(generate_latest(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """True when `authorization` is `Bearer <token>`, compared in constant time."""
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # Header values arrive as latin-1 text: encoded back, they are the bytes the client sent.
+    sent = presented.strip().encode("latin-1", "replace")
+    return hmac.compare_digest(sent, token.encode("utf-8"))
 
 
 def _errors(app: Flask) -> None:
