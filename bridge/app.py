@@ -16,7 +16,7 @@ from bridge import reports
 from bridge.ledger import Ledger
 from bridge.logs import configure_logging
 from bridge.metrics import RedisCollector
-from bridge.redis_client import connect
+from bridge.redis_client import REDIS_ERRORS, connect
 from bridge.webhooks import MAX_BODY, register_webhooks
 from config import ConfigError, Settings
 
@@ -33,18 +33,31 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("refbridge")
     # One byte over the limit, so that read_body can tell "exactly 1 MiB" from "more".
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY + 1
-    ledger = Ledger(connect(settings.require("REDIS_URL").redis_url or "", dedicated=True))
+    ledger = Ledger(
+        connect(settings.require("REDIS_URL").redis_url or "", dedicated=True, watched=True)
+    )
     if not settings.stripe_webhook_secrets:
         log.warning(
             "config_warning",
             variable="STRIPE_WEBHOOK_SECRET",
             problem="not set: Stripe webhooks will be refused with 400",
         )
+    _probe(ledger)
     app.extensions["refbridge"] = {"settings": settings, "ledger": ledger}
     register_webhooks(app, settings, ledger)
     _operations(app, ledger, settings.metrics_bearer_token)
     _errors(app)
     return app
+
+
+def _probe(ledger: Ledger) -> None:
+    """Reach Redis once at start, so that an unreachable one is named at once in the log."""
+    try:
+        ledger.redis.ping()
+    except redis.exceptions.RedisError:
+        # The client logged it once (host and port, never the password). The web serves on:
+        # /healthz answers, webhooks get 503 and are resent, and Redis may come back.
+        pass
 
 
 def web_settings_or_exit() -> Settings:
@@ -105,5 +118,6 @@ def _errors(app: Flask) -> None:
 
 
 def _redis_down(exc: Exception) -> Any:
-    log.warning("redis_unavailable", error=type(exc).__name__)
+    if not isinstance(exc, REDIS_ERRORS):  # those the client logs once per outage
+        log.warning("redis_unavailable", error=type(exc).__name__)
     return jsonify(error="storage unavailable, retry later"), 503
