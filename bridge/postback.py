@@ -45,7 +45,8 @@ class OutboundSession(requests.Session):
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> Any:
         """requests' hook for per-request settings: the environment's, cached per destination."""
-        env_proxies, ca_bundle = self.environment_for(str(url or ""))
+        text = url.decode() if isinstance(url, bytes) else url or ""
+        env_proxies, ca_bundle = self.environment_for(text)
         proxies = {**env_proxies, **(proxies or {})}
         if (verify is True or verify is None) and ca_bundle:
             verify = ca_bundle
