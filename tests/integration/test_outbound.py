@@ -102,6 +102,19 @@ def test_a_retry_line_says_the_error_the_delay_and_the_next_attempt(client, work
     assert "jane.doe" not in worker.output() and API_KEY not in worker.output()
 
 
+@pytest.mark.parametrize("retry_after", ["²", "1e1", "-1"])
+def test_a_retry_after_that_is_not_ascii_digits_means_the_backoff(
+    client, worker, refcampaign, retry_after
+):
+    refcampaign.script(Scripted(429, body="{}", headers={"Retry-After": retry_after}))
+    assert post(client, checkout_event("cs_test_retry_after")).status_code == 200
+    wait_delivered(refcampaign)
+    [retried] = [line for line in attempt_lines(worker) if line["outcome"] == "retried"]
+    assert retried["error"] == "HTTP 429"
+    assert retried["delay"] <= 1  # the test deployment's backoff, not a crash's
+    assert "attempt_crashed" not in worker.output()
+
+
 # --- proxy and CA settings, per destination ------------------------------------------------
 
 
