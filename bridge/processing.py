@@ -8,6 +8,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import requests
 import structlog
@@ -25,6 +26,7 @@ from bridge.outcomes import (
     RetryLater,
     Verified,
     backoff_delay,
+    log_error,
 )
 from bridge.paypal import map_ipn, parse_ipn
 from bridge.postback import post_conversion, verify_ipn
@@ -84,14 +86,15 @@ def process_item(worker: Worker, claim: Claim) -> str:
         bound.exception("attempt_crashed")
         # The exception's type only: its message may quote the item.
         outcome = Crashed(f"attempt crashed: {type(exc).__name__}")
+    notes: dict[str, str | float] = {}
     try:
-        word = _record(worker, claim, item, outcome)
+        word = _record(worker, claim, item, outcome, notes)
     except Exception:  # noqa: BLE001 — Redis down, most likely
         # Never turned into a failure (a postback may have been accepted): the claim's lease
         # runs out and the item is tried again.
         bound.exception("attempt_not_recorded")
         word = "unrecorded"
-    bound.info("attempt_finished", outcome=word, status=getattr(outcome, "status", None))
+    bound.info("attempt_finished", outcome=word, status=getattr(outcome, "status", None), **notes)
     return word
 
 
@@ -103,11 +106,19 @@ def _verify(worker: Worker, item: dict[str, str]) -> Outcome:
     return verify_ipn(worker.session, worker.settings, base64.b64decode(item["raw"]))
 
 
-def _record(worker: Worker, claim: Claim, item: dict[str, str], outcome: Outcome) -> str:
+def _record(
+    worker: Worker,
+    claim: Claim,
+    item: dict[str, str],
+    outcome: Outcome,
+    notes: dict[str, str | float],
+) -> str:
+    """Apply `outcome` to the ledger; a short word for it. `notes` gets what the attempt's log
+    line should add (a retry's error, delay and next attempt time)."""
     ledger, now = worker.ledger, time.time()
     if isinstance(outcome, Crashed):
         # No answer came: the last HTTP status stays the last one there was.
-        return _retry(worker, claim, item, outcome, {"last_attempt_at": now})
+        return _retry(worker, claim, item, outcome, {"last_attempt_at": now}, notes)
     attempt = {"last_attempt_at": now, "last_status": getattr(outcome, "status", "") or ""}
     if isinstance(outcome, Delivered):
         fields = {
@@ -138,7 +149,7 @@ def _record(worker: Worker, claim: Claim, item: dict[str, str], outcome: Outcome
         return _applied(
             ledger.finish(claim, "dead", 0, dead, fields, latest=latest), "dead_lettered"
         )
-    return _retry(worker, claim, item, outcome, attempt)
+    return _retry(worker, claim, item, outcome, attempt, notes)
 
 
 def _stat_for(item: dict[str, str], outcome: str, reason: str = "") -> str:
@@ -154,6 +165,7 @@ def _retry(
     item: dict[str, str],
     outcome: RetryLater | Crashed,
     attempt: dict[str, str | float],
+    notes: dict[str, str | float],
 ) -> str:
     """Schedule the next attempt, or dead-letter once past the window (reason `crashed` when
     the attempt raised, else `exhausted`); "stale" when the claim no longer holds the item."""
@@ -169,19 +181,28 @@ def _retry(
     fields = {**attempt, "last_error": outcome.error}
     error = f"{outcome.status or ''} {outcome.error[:200]}".strip()
     latest: dict[str, str | float] = {"last_error": error, "last_error_at": now}
+    notes["error"] = log_error(outcome)
     # An item whose window cannot be read (a corrupt one) is past it.
     if now + delay > _number(item, "window_start", 0.0) + settings.delivery_max_age:
         reason = "crashed" if crashed else "exhausted"
         dead = _stat_for(item, "dead_lettered", reason)
         fields["reason"] = reason
+        notes["reason"] = reason
         return _applied(
             worker.ledger.finish(claim, "dead", 0, dead, fields, latest=latest), "dead_lettered"
         )
     word = "crashed" if crashed else "retried"
     retried = _stat_for(item, word)
-    return _applied(
-        worker.ledger.finish(claim, "retry", now + delay, retried, fields, latest=latest), word
-    )
+    finished = worker.ledger.finish(claim, "retry", now + delay, retried, fields, latest=latest)
+    if finished:
+        notes.update(delay=round(delay, 3), next_attempt_at=_iso(now + delay))
+    return _applied(finished, word)
+
+
+def _iso(timestamp: float) -> str:
+    """`timestamp` as ISO 8601 UTC with milliseconds, like the log lines' own time."""
+    moment = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
 
 
 def _applied(finished: bool, word: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,21 +29,41 @@ class ConfigError(Exception):
         self.variable = variable
 
 
+# ASCII digits with an optional decimal fraction: float() would also take "²", "١٢", "1_0",
+# "1e3", "inf" and "nan", none of which an operator means as a number of seconds.
+_SECONDS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,9})?")
+_WHOLE_SECONDS = re.compile(r"[0-9]{1,9}")
+# Sockets wait with poll(), whose timeout must fit in a C int of milliseconds (~24 days).
+MAX_DELIVERY_TIMEOUT = 600.0
+
+
 def _positive_number(variable: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(variable, f"expected a number of seconds, got {raw!r}") from None
-    if not value > 0 or value == float("inf"):
+    text = raw.strip(" \t\r\n")
+    if not _SECONDS.fullmatch(text):
+        raise ConfigError(
+            variable, f"expected a number of seconds (ASCII digits, e.g. 10 or 2.5), got {raw!r}"
+        )
+    value = float(text)
+    if value <= 0:
         raise ConfigError(variable, f"must be a positive number of seconds, got {raw!r}")
     return value
 
 
+def _timeout(variable: str, raw: str) -> float:
+    value = _positive_number(variable, raw)
+    if value > MAX_DELIVERY_TIMEOUT:
+        raise ConfigError(
+            variable, f"must be at most {MAX_DELIVERY_TIMEOUT:g} seconds, got {raw!r}"
+        )
+    return value
+
+
 def _whole_seconds(variable: str, raw: str) -> int:
+    text = raw.strip(" \t\r\n")
     # 0 would switch the signature's age check off (the SDK skips it): never allow that.
-    if not raw.strip().isdigit() or int(raw) < 1:
+    if not _WHOLE_SECONDS.fullmatch(text) or int(text) < 1:
         raise ConfigError(variable, f"expected a whole number of seconds >= 1, got {raw!r}")
-    return int(raw)
+    return int(text)
 
 
 def _boolean(variable: str, raw: str) -> bool:
@@ -58,6 +80,31 @@ def _http_url(variable: str, raw: str) -> str:
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError(variable, "expected an http(s) URL")
     return raw.strip().rstrip("/")
+
+
+def _https_unless_loopback(variable: str, raw: str) -> str:
+    """An http(s) URL that is https:// unless its host is this machine: what it carries (a
+    Bearer key, or PayPal's VERIFIED) must not travel in clear or be answerable by the path."""
+    url = _http_url(variable, raw)
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
+        raise ConfigError(
+            variable, "must be an https:// URL (http:// only for localhost, 127.0.0.0/8 or ::1)"
+        )
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _token(variable: str, raw: str) -> str:
+    return raw.strip()
 
 
 def _redis_url(variable: str, raw: str) -> str:
@@ -95,6 +142,7 @@ class Settings:
     delivery_max_age: float = 259200.0
     delivery_timeout: float = 10.0
     recurring_conversions: bool = True
+    metrics_bearer_token: str | None = field(default=None, repr=False)
 
     @property
     def postback_url(self) -> str:
@@ -134,10 +182,14 @@ class Settings:
 
         settings = cls(
             refcampaign_api_key=read("REFCAMPAIGN_API_KEY", lambda _, v: v.strip(), None),
-            refcampaign_api_url=read("REFCAMPAIGN_API_URL", _http_url, cls.refcampaign_api_url),
+            refcampaign_api_url=read(
+                "REFCAMPAIGN_API_URL", _https_unless_loopback, cls.refcampaign_api_url
+            ),
             stripe_webhook_secrets=read("STRIPE_WEBHOOK_SECRET", _stripe_secrets, _NO_VALUES),
             stripe_signature_tolerance=read("STRIPE_SIGNATURE_TOLERANCE", _whole_seconds, 300),
-            paypal_ipn_verify_url=read("PAYPAL_IPN_VERIFY_URL", _http_url, PAYPAL_LIVE_VERIFY_URL),
+            paypal_ipn_verify_url=read(
+                "PAYPAL_IPN_VERIFY_URL", _https_unless_loopback, PAYPAL_LIVE_VERIFY_URL
+            ),
             paypal_receiver_emails=tuple(
                 e.lower() for e in read("PAYPAL_RECEIVER_EMAILS", _csv, _NO_VALUES)
             ),
@@ -145,8 +197,9 @@ class Settings:
             delivery_backoff_base=read("DELIVERY_BACKOFF_BASE", _positive_number, 10.0),
             delivery_backoff_max=read("DELIVERY_BACKOFF_MAX", _positive_number, 3600.0),
             delivery_max_age=read("DELIVERY_MAX_AGE", _positive_number, 259200.0),
-            delivery_timeout=read("DELIVERY_TIMEOUT", _positive_number, 10.0),
+            delivery_timeout=read("DELIVERY_TIMEOUT", _timeout, 10.0),
             recurring_conversions=read("RECURRING_CONVERSIONS", _boolean, True),
+            metrics_bearer_token=read("METRICS_BEARER_TOKEN", _token, None),
         )
         if settings.delivery_backoff_max < settings.delivery_backoff_base:
             raise ConfigError("DELIVERY_BACKOFF_MAX", "must not be below DELIVERY_BACKOFF_BASE")

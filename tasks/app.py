@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -12,6 +13,7 @@ from typing import Any
 
 import celery.apps.worker as celery_worker
 from celery import Celery, signals
+from celery.worker.consumer import consumer as celery_consumer
 
 from bridge.dispatch import QUEUE
 from bridge.ledger import Ledger
@@ -19,7 +21,7 @@ from bridge.logs import configure_logging
 from bridge.postback import new_session
 from bridge.processing import BATCH, Worker
 from bridge.readiness import WORKER_READY_TTL, worker_ready_key
-from bridge.redis_client import REDIS_ERRORS, connect
+from bridge.redis_client import REDIS_ERRORS, Reachability, connect, reachability
 from config import Settings
 
 _local: dict[str, Any] = {}
@@ -51,11 +53,45 @@ def make_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     app.conf.refbridge_settings = settings
+    _quiet_broker_retries(reachability(settings.redis_url or ""))
     from tasks import process, sweeper
 
     process.register(app)
     sweeper.install(app)
     return app
+
+
+class _BrokerRetries(logging.Filter):
+    """Celery's consumer logs every broker reconnection attempt (several lines each, with a
+    traceback once connected): each becomes a note to `watch`, which logs an outage once."""
+
+    def __init__(self, watch: Reachability) -> None:
+        super().__init__()
+        self.watch = watch
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == celery_consumer.CONNECTION_ERROR:
+            exc = record.args[1] if isinstance(record.args, tuple) else None
+        elif record.msg == celery_consumer.CONNECTION_RETRY:
+            exc = record.exc_info[1] if record.exc_info else None
+        else:
+            return True
+        self.watch.failed(exc if isinstance(exc, BaseException) else ConnectionError())
+        return False
+
+
+def _quiet_broker_retries(watch: Reachability) -> None:
+    # Also on each connection loss: a multi-line warning that a future Celery will cancel
+    # late-acknowledged tasks; refbridge has none (task_acks_late is off). Celery's logging
+    # set-up re-enables its warnings after any warnings filter, so the log record is dropped.
+    logging.getLogger("py.warnings").addFilter(_not_the_acks_late_notice)
+    consumer_log = logging.getLogger(celery_consumer.logger.name)
+    consumer_log.filters[:] = [f for f in consumer_log.filters if not isinstance(f, _BrokerRetries)]
+    consumer_log.addFilter(_BrokerRetries(watch))
+
+
+def _not_the_acks_late_notice(record: logging.LogRecord) -> bool:
+    return "worker_cancel_long_running_tasks_on_connection_loss" not in record.getMessage()
 
 
 def current_worker(app: Celery) -> Worker:
@@ -64,8 +100,8 @@ def current_worker(app: Celery) -> Worker:
         if _local.get("pid") != os.getpid():
             settings: Settings = app.conf.refbridge_settings
             _local["worker"] = Worker(
-                ledger=Ledger(connect(settings.redis_url or "")),
-                session=new_session(settings.postback_url, pool_size=BATCH),
+                ledger=Ledger(connect(settings.redis_url or "", watched=True)),
+                session=new_session(pool_size=BATCH),
                 settings=settings,
                 threads=ThreadPoolExecutor(max_workers=BATCH, thread_name_prefix="attempt"),
             )

@@ -16,7 +16,7 @@ import structlog
 from celery import Celery, bootsteps
 
 from bridge.processing import BATCH
-from bridge.redis_client import REDIS_ERRORS
+from bridge.redis_client import REDIS_ERRORS, reachability
 
 INTERVAL = 1.0
 log = structlog.get_logger("refbridge.sweeper")
@@ -53,7 +53,8 @@ class Sweeper(bootsteps.StartStopStep):
             try:
                 sweep_once(app)
             except REDIS_ERRORS as exc:
-                log.warning("sweep_failed", error=type(exc).__name__)
+                # Logged once per outage (and its end), not once a second; sweep again soon.
+                reachability(app.conf.refbridge_settings.redis_url).failed(exc)
             except Exception:  # noqa: BLE001 — the sweeper must outlive any one bad sweep
                 log.exception("sweep_crashed")
 

@@ -25,6 +25,7 @@ TABLE = (
     "DELIVERY_MAX_AGE",
     "DELIVERY_TIMEOUT",
     "RECURRING_CONVERSIONS",
+    "METRICS_BEARER_TOKEN",
 )
 
 # (variable, attribute, documented default)
@@ -45,6 +46,7 @@ DEFAULTS = [
     ("DELIVERY_MAX_AGE", "delivery_max_age", 259200),
     ("DELIVERY_TIMEOUT", "delivery_timeout", 10),
     ("RECURRING_CONVERSIONS", "recurring_conversions", True),
+    ("METRICS_BEARER_TOKEN", "metrics_bearer_token", None),
 ]
 
 # (variable, raw value, attribute, expected value) — one row per variable of the table.
@@ -71,9 +73,30 @@ READS = [
     ("DELIVERY_MAX_AGE", "3600", "delivery_max_age", 3600),
     ("DELIVERY_TIMEOUT", "0.5", "delivery_timeout", 0.5),
     ("RECURRING_CONVERSIONS", "false", "recurring_conversions", False),
+    ("METRICS_BEARER_TOKEN", " prom-token-81c2 ", "metrics_bearer_token", "prom-token-81c2"),
 ]
 
 BAD_SECONDS = ["abc", "0", "-5", "", "nan", "inf", "1e400", "10s"]
+# float() takes every one of these; none is ASCII digits with an optional decimal fraction.
+NOT_ASCII_NUMBERS = [
+    "²",
+    "1²",
+    "١٢",  # Arabic-Indic digits
+    "１０",  # fullwidth digits
+    "1_0",
+    "1e3",
+    " 1e3",
+    "+5",
+    "0x10",
+    "Infinity",
+    "NaN",
+    "1.",
+    ".5",
+    "1.2.3",
+    "9" * 400,  # float() gives inf
+    "0.0",
+    "00",
+]
 SECONDS_VARIABLES = [
     "STRIPE_SIGNATURE_TOLERANCE",
     "DELIVERY_BACKOFF_BASE",
@@ -85,6 +108,15 @@ SECONDS_VARIABLES = [
 # (variable, bad value, a secret that must not be repeated in the message)
 BAD_VALUES = [
     *[(v, raw, None) for v in SECONDS_VARIABLES for raw in BAD_SECONDS if raw],
+    *[(v, raw, None) for v in SECONDS_VARIABLES for raw in NOT_ASCII_NUMBERS],
+    ("DELIVERY_TIMEOUT", "601", None),  # sockets cannot wait that long (poll's int of ms)
+    ("REFCAMPAIGN_API_URL", "http://app.refcampaign.com", None),  # the key would go in clear
+    ("REFCAMPAIGN_API_URL", "http://10.0.0.5:8080", None),
+    ("REFCAMPAIGN_API_URL", "http://localhost.example.test", None),
+    ("REFCAMPAIGN_API_URL", "http://127.0.0.1.nip.io", None),
+    ("REFCAMPAIGN_API_URL", "http://[::ffff:127.0.0.1]", None),
+    ("REFCAMPAIGN_API_URL", "http://user:url-pass-78@rc.example.test", "url-pass-78"),
+    ("PAYPAL_IPN_VERIFY_URL", "http://ipnpb.paypal.com/cgi-bin/webscr", None),
     ("RECURRING_CONVERSIONS", "maybe", None),
     ("RECURRING_CONVERSIONS", "2", None),
     ("REFCAMPAIGN_API_URL", "ftp://app.refcampaign.com", None),
@@ -162,6 +194,49 @@ def test_bad_value_raises_config_error_naming_the_variable(variable, raw, secret
         assert secret not in message
 
 
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("10", 10.0), ("2.5", 2.5), (" 10 ", 10.0), ("0.5", 0.5), ("007", 7.0), ("600", 600.0)],
+)
+def test_seconds_are_ascii_digits_with_an_optional_fraction(raw, value):
+    assert Settings.from_env({"DELIVERY_TIMEOUT": raw}).delivery_timeout == value
+
+
+@pytest.mark.parametrize("raw", ["1", " 300 ", "86400"])
+def test_signature_tolerance_is_whole_ascii_digits(raw):
+    expected = int(raw)
+    assert (
+        Settings.from_env({"STRIPE_SIGNATURE_TOLERANCE": raw}).stripe_signature_tolerance
+        == expected
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://app.refcampaign.com",
+        "http://localhost:8001",
+        "http://LOCALHOST:8001",
+        "http://127.0.0.1:8001",
+        "http://127.3.4.5",
+        "http://[::1]:8001",
+    ],
+)
+@pytest.mark.parametrize("variable", ["REFCAMPAIGN_API_URL", "PAYPAL_IPN_VERIFY_URL"])
+def test_http_only_for_a_loopback_host(variable, url):
+    settings = Settings.from_env({variable: url})
+    assert url in (settings.refcampaign_api_url, settings.paypal_ipn_verify_url)
+
+
+def test_a_clear_text_api_url_is_refused_with_one_line_naming_the_rule():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"REFCAMPAIGN_API_URL": "http://app.refcampaign.com"})
+    assert str(caught.value) == (
+        "REFCAMPAIGN_API_URL: must be an https:// URL"
+        " (http:// only for localhost, 127.0.0.0/8 or ::1)"
+    )
+
+
 def test_backoff_max_below_base_is_refused():
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"DELIVERY_BACKOFF_BASE": "100", "DELIVERY_BACKOFF_MAX": "50"})
@@ -231,6 +306,7 @@ def test_repr_never_shows_key_secrets_or_redis_url():
             "REFCAMPAIGN_API_KEY": API_KEY,
             "STRIPE_WEBHOOK_SECRET": f"{STRIPE_SECRET},whsec_second_7d",
             "REDIS_URL": REDIS_WITH_PASSWORD,
+            "METRICS_BEARER_TOKEN": "prom-token-81c2",
         }
     )
     for text in (repr(settings), str(settings)):
@@ -239,6 +315,7 @@ def test_repr_never_shows_key_secrets_or_redis_url():
         assert "whsec_" not in text
         assert "redis-pass-4c1d" not in text
         assert "cache.internal" not in text
+        assert "prom-token-81c2" not in text
         assert "delivery_timeout=10" in text  # it is still a useful repr
 
 

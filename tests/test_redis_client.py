@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 import redis
 
 from bridge.embedded_redis import EmbeddedRedis
-from bridge.redis_client import connect
+from bridge.redis_client import connect, redis_address
 
 
 @pytest.fixture()
@@ -116,3 +119,71 @@ def test_close_closes_the_connection(own_redis: EmbeddedRedis):
     connection = client.connection
     client.close()
     assert connection is not None and connection._sock is None  # noqa: SLF001
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("redis://:pw-1@cache.internal:6380/0", "cache.internal:6380"),
+        ("redis://user:pw-1@cache.internal/0", "cache.internal:6379"),
+        ("rediss://:pw-1@[::1]:6390", "[::1]:6390"),
+        ("unix://:pw-1@/run/redis/redis.sock?db=2", "/run/redis/redis.sock"),
+        ("redis://", "localhost:6379"),
+    ],
+)
+def test_redis_address_never_shows_the_password(url, address):
+    assert redis_address(url) == address
+
+
+WATCHED = """
+import sys
+from pathlib import Path
+
+import redis
+
+from bridge.embedded_redis import EmbeddedRedis
+from bridge.logs import configure_logging
+from bridge.redis_client import connect, redis_address
+
+configure_logging()
+server = EmbeddedRedis(Path(sys.argv[1]))
+client = connect(server.url, dedicated=sys.argv[2] == "dedicated", watched=sys.argv[3] == "watched")
+for _ in range(5):
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        pass
+server.start()
+try:
+    for _ in range(3):
+        client.ping()
+finally:
+    server.stop()
+print(server.port)
+"""
+
+
+def run_watched(directory: Path, *args: str) -> tuple[list[dict[str, object]], int]:
+    done = subprocess.run(
+        [sys.executable, "-c", WATCHED, str(directory), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    *lines, port = done.stdout.splitlines()
+    assert "Traceback" not in done.stderr
+    return [json.loads(line) for line in lines], int(port)
+
+
+@pytest.mark.parametrize("dedicated", ["dedicated", "pooled"])
+def test_a_watched_client_logs_an_outage_once_and_its_end_once(tmp_path, dedicated):
+    lines, port = run_watched(tmp_path, dedicated, "watched")
+    assert [line["event"] for line in lines] == ["redis_unreachable", "redis_reachable"]
+    assert {line["redis"] for line in lines} == {f"127.0.0.1:{port}"}
+
+
+def test_an_unwatched_client_logs_nothing(tmp_path):
+    lines, _ = run_watched(tmp_path, "dedicated", "unwatched")
+    assert lines == []

@@ -108,10 +108,42 @@ def workdir(tmp_path: Path) -> Path:
             },
             "DELIVERY_TIMEOUT",
         ),
+        (
+            {
+                "REDIS_URL": "redis://127.0.0.1:6379/0",
+                "REFCAMPAIGN_API_KEY": API_KEY,
+                "DELIVERY_TIMEOUT": "²",  # str.isdigit() says yes; float() raises
+            },
+            "DELIVERY_TIMEOUT",
+        ),
+        (
+            {
+                "REDIS_URL": "redis://127.0.0.1:6379/0",
+                "REFCAMPAIGN_API_KEY": API_KEY,
+                "STRIPE_SIGNATURE_TOLERANCE": "³",
+            },
+            "STRIPE_SIGNATURE_TOLERANCE",
+        ),
+        (
+            {
+                "REDIS_URL": "redis://127.0.0.1:6379/0",
+                "REFCAMPAIGN_API_KEY": API_KEY,
+                "REFCAMPAIGN_API_URL": "http://app.refcampaign.com",
+            },
+            "REFCAMPAIGN_API_URL",
+        ),
         ({"REFCAMPAIGN_API_KEY": API_KEY}, "REDIS_URL"),
         ({"REFCAMPAIGN_API_KEY": API_KEY, "REDIS_URL": "localhost:6379"}, "REDIS_URL"),
     ],
-    ids=["api-key-missing", "timeout-abc", "redis-url-missing", "redis-url-bad"],
+    ids=[
+        "api-key-missing",
+        "timeout-abc",
+        "timeout-superscript",
+        "tolerance-superscript",
+        "api-url-clear-text",
+        "redis-url-missing",
+        "redis-url-bad",
+    ],
 )
 def test_celery_worker_refuses_bad_configuration(workdir, variables, variable):
     result = launch(CELERY_WORKER, user_env(workdir, **variables), workdir)
@@ -142,9 +174,11 @@ def test_celery_worker_error_never_repeats_the_stripe_secret(workdir):
     [
         ({}, "REFCAMPAIGN_API_KEY"),
         ({"REFCAMPAIGN_API_KEY": API_KEY, "DELIVERY_TIMEOUT": "abc"}, "DELIVERY_TIMEOUT"),
+        ({"REFCAMPAIGN_API_KEY": API_KEY, "DELIVERY_TIMEOUT": "²"}, "DELIVERY_TIMEOUT"),
+        ({"REFCAMPAIGN_API_KEY": API_KEY, "DELIVERY_MAX_AGE": "1e3"}, "DELIVERY_MAX_AGE"),
         ({"REFCAMPAIGN_API_KEY": API_KEY, "REDIS_URL": "not-a-url"}, "REDIS_URL"),
     ],
-    ids=["api-key-missing", "timeout-abc", "redis-url-bad"],
+    ids=["api-key-missing", "timeout-abc", "timeout-superscript", "max-age-1e3", "redis-url-bad"],
 )
 def test_refbridge_run_refuses_bad_configuration_before_starting_anything(
     workdir, variables, variable
@@ -207,6 +241,24 @@ def test_gunicorn_without_redis_url_fails_with_one_clear_line(workdir):
     ours = [line for line in result.stderr_lines if "REDIS_URL" in line]
     assert ours and ours[0].startswith("refbridge: configuration error: REDIS_URL: is not set")
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_gunicorn_with_a_non_ascii_number_stops_with_one_clear_line(workdir):
+    env = user_env(
+        workdir,
+        REFCAMPAIGN_API_KEY=API_KEY,
+        REDIS_URL="redis://127.0.0.1:1/0",
+        DELIVERY_TIMEOUT="²",
+    )
+    result = launch(gunicorn(free_port()), env, workdir, timeout=10)
+    ours = [line for line in result.stderr_lines if line.startswith("refbridge:")]
+    assert ours and ours[0] == (
+        "refbridge: configuration error: DELIVERY_TIMEOUT: expected a number of seconds"
+        " (ASCII digits, e.g. 10 or 2.5), got '²'"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.returncode is not None, "gunicorn kept respawning workers"
+    assert result.returncode != 0
 
 
 def test_gunicorn_with_a_bad_redis_url_stops_instead_of_respawning(workdir):

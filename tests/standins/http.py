@@ -23,7 +23,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def record(self, body: bytes) -> dict[str, Any]:
         """What the stand-in keeps of a request, for the tests to inspect."""
-        return {"path": self.path, "headers": dict(self.headers), "body": body, "at": time.time()}
+        return {
+            "method": self.command,
+            "path": self.path,
+            "headers": dict(self.headers),
+            "body": body,
+            "at": time.time(),
+        }
+
+    def do_GET(self) -> None:  # noqa: N802 — http.server's naming
+        """What a login page behind a redirect would do: answer 200. Recorded, so that a test
+        sees any request that should never have been sent."""
+        with self.server.lock:
+            self.server.requests.append(self.record(b""))
+        self.reply(200, b"<html>Please log in</html>", {"Content-Type": "text/html"})
 
     def reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -41,6 +54,7 @@ class StandInServer(ThreadingHTTPServer):
     def __init__(self, handler: type[Handler]) -> None:
         super().__init__(("127.0.0.1", 0), handler)
         self.lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []
         self._thread: threading.Thread | None = None
 
     @property

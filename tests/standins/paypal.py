@@ -6,8 +6,6 @@ complete, unaltered message; anything else (re-encoded, reordered, another chars
 
 from __future__ import annotations
 
-from typing import Any
-
 from tests.standins.http import Handler, StandInServer
 
 PREFIX = b"cmd=_notify-validate&"
@@ -22,6 +20,9 @@ class PayPalHandler(Handler):
         with server.lock:
             server.requests.append(self.record(body))
             failure = server.failures.pop(0) if server.failures else None
+        if failure is not None and 300 <= failure < 400:
+            moved = {"Location": server.location} if server.location else {}
+            return self.reply(failure, b"<html>Moved</html>", moved)
         if failure is not None:
             return self.reply(failure, b"<html>Service Unavailable</html>")
         ctype = self.headers.get("Content-Type") or ""
@@ -35,8 +36,8 @@ class PayPalVerifier(StandInServer):
     def __init__(self) -> None:
         super().__init__(PayPalHandler)
         self.sent: set[bytes] = set()
-        self.failures: list[int] = []
-        self.requests: list[dict[str, Any]] = []
+        self.failures: list[int] = []  # a 3xx among them answers with `location`
+        self.location = "/cgi-bin/webscr-moved"
 
     @property
     def verify_url(self) -> str:
@@ -57,3 +58,4 @@ class PayPalVerifier(StandInServer):
             self.sent.clear()
             self.failures.clear()
             self.requests.clear()
+            self.location = "/cgi-bin/webscr-moved"

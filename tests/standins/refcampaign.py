@@ -129,7 +129,6 @@ class RefCampaign(StandInServer):
     def __init__(self, api_key: str) -> None:
         super().__init__(RefCampaignHandler)
         self.api_key = api_key
-        self.requests: list[dict[str, Any]] = []
         self.accepted: list[dict[str, Any]] = []  # first postback of each externalId
         self.conversions: dict[str, dict[str, Any]] = {}
         self.scripted: list[Scripted] = []

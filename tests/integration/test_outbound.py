@@ -1,0 +1,233 @@
+"""Outbound calls for real: a real worker against the stand-ins, which answer with redirects,
+sit behind a proxy, or serve HTTPS with a certificate only the configured CA bundle trusts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import create_app
+from config import Settings
+from tests.conftest import API_KEY
+from tests.integration.test_paypal_flow import ipn
+from tests.integration.test_stripe_flow import checkout_event, post
+from tests.processes import WorkerProcess
+from tests.standins.proxy import ForwardProxy
+from tests.standins.refcampaign import PATH, RefCampaign, Scripted
+
+REDIRECTS = [301, 302, 303, 307, 308]
+IPN = (
+    b"txn_type=web_accept&payment_status=Completed&txn_id=OUTBOUND{n}&mc_gross=12.50"
+    b"&mc_currency=EUR&custom=rcsid%3Drcs_outbound&payer_id=PAYEROUT1&charset=UTF-8"
+)
+
+
+def attempt_lines(worker: WorkerProcess) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == "attempt_finished"]
+
+
+def wait_delivered(refcampaign: RefCampaign, timeout: float = 30.0) -> dict[str, Any]:
+    [payload] = refcampaign.wait_for(1, timeout=timeout)
+    return payload
+
+
+# --- redirects -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", REDIRECTS)
+def test_a_redirected_postback_is_retried_never_followed(client, worker, refcampaign, status):
+    # A login page behind the redirect answers any GET with 200: followed, a 302 would turn the
+    # POST into that GET and record the conversion as delivered.
+    refcampaign.script(Scripted(status, body="", headers={"Location": "/login"}))
+    assert post(client, checkout_event(f"cs_test_redirect_{status}")).status_code == 200
+    payload = wait_delivered(refcampaign)
+    assert payload["externalId"] == f"cs_test_redirect_{status}"
+    seen = [(r["method"], r["path"]) for r in refcampaign.requests]
+    assert seen == [("POST", PATH), ("POST", PATH)]
+    port = refcampaign.server_address[1]
+    [retried] = [line for line in attempt_lines(worker) if line["outcome"] == "retried"]
+    assert retried["status"] == status
+    assert retried["error"] == f"HTTP {status}, redirect to 127.0.0.1:{port}"
+
+
+def test_a_redirect_elsewhere_names_that_host_and_sends_nothing_there(client, worker, refcampaign):
+    location = "https://user:pw-in-location@login.example.test/sso"
+    refcampaign.script(Scripted(302, body="", headers={"Location": location}))
+    assert post(client, checkout_event("cs_test_redirect_away")).status_code == 200
+    wait_delivered(refcampaign)
+    [retried] = [line for line in attempt_lines(worker) if line["outcome"] == "retried"]
+    assert retried["error"] == "HTTP 302, redirect to login.example.test"
+    assert "pw-in-location" not in worker.output()
+
+
+@pytest.mark.parametrize("status", REDIRECTS)
+def test_a_redirected_verification_is_retried_never_followed(
+    client, worker, paypal, refcampaign, status
+):
+    paypal.fail_next(status)
+    ipn(client, paypal, IPN.replace(b"{n}", str(status).encode()))
+    payload = wait_delivered(refcampaign)
+    assert payload["externalId"] == f"OUTBOUND{status}"
+    seen = [(r["method"], r["path"]) for r in paypal.requests]
+    assert seen == [("POST", "/cgi-bin/webscr"), ("POST", "/cgi-bin/webscr")]
+
+
+# --- retry log lines -------------------------------------------------------------------------
+
+
+def test_a_retry_line_says_the_error_the_delay_and_the_next_attempt(client, worker, refcampaign):
+    body = '{"error":"jane.doe@example.com Bearer ' + API_KEY + '"}'
+    refcampaign.script(Scripted(503, body=body))
+    before = time.time()
+    assert post(client, checkout_event("cs_test_retry_line")).status_code == 200
+    wait_delivered(refcampaign)
+    [retried] = [line for line in attempt_lines(worker) if line["outcome"] == "retried"]
+    assert retried["error"] == "HTTP 503"
+    assert retried["externalId"] == "cs_test_retry_line"
+    assert 0 < retried["delay"] <= 1  # DELIVERY_BACKOFF_MAX of the test deployment
+    assert retried["next_attempt_at"].endswith("Z")
+    due = datetime.fromisoformat(retried["next_attempt_at"]).timestamp()
+    logged = datetime.fromisoformat(retried["timestamp"]).timestamp()
+    assert before < due and abs(due - (logged + retried["delay"])) < 1.0
+    assert "jane.doe" not in worker.output() and API_KEY not in worker.output()
+
+
+@pytest.mark.parametrize("retry_after", ["²", "1e1", "-1"])
+def test_a_retry_after_that_is_not_ascii_digits_means_the_backoff(
+    client, worker, refcampaign, retry_after
+):
+    refcampaign.script(Scripted(429, body="{}", headers={"Retry-After": retry_after}))
+    assert post(client, checkout_event("cs_test_retry_after")).status_code == 200
+    wait_delivered(refcampaign)
+    [retried] = [line for line in attempt_lines(worker) if line["outcome"] == "retried"]
+    assert retried["error"] == "HTTP 429"
+    assert retried["delay"] <= 1  # the test deployment's backoff, not a crash's
+    assert "attempt_crashed" not in worker.output()
+
+
+# --- proxy and CA settings, per destination ------------------------------------------------
+
+
+@pytest.fixture()
+def proxy() -> Iterator[ForwardProxy]:
+    server = ForwardProxy().start()
+    yield server
+    server.stop()
+
+
+def without_proxy_settings(env: dict[str, str]) -> dict[str, str]:
+    names = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+    names |= {"requests_ca_bundle", "curl_ca_bundle"}
+    return {k: v for k, v in env.items() if k.lower() not in names}
+
+
+def test_proxy_settings_apply_per_destination(env, tmp_path, client, paypal, refcampaign, proxy):
+    # RefCampaign is reached as "localhost", listed in NO_PROXY; PayPal as 127.0.0.1, which is
+    # not: only the verification goes through the proxy.
+    rc_port = refcampaign.server_address[1]
+    deployment = {
+        **without_proxy_settings(env),
+        "REFCAMPAIGN_API_URL": f"http://localhost:{rc_port}",
+        "HTTP_PROXY": proxy.url,
+        "NO_PROXY": "localhost",
+    }
+    worker = WorkerProcess(deployment, tmp_path / "worker.log").start()
+    try:
+        ipn(client, paypal, IPN.replace(b"{n}", b"PROXY"))
+        wait_delivered(refcampaign)
+    finally:
+        worker.stop()
+    assert proxy.seen() == [paypal.verify_url]
+    assert [r["path"] for r in refcampaign.requests] == [PATH]
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_requests_ca_bundle_is_honoured(env, tmp_path, client):
+    cert, key = make_certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    secure = RefCampaign(API_KEY)
+    secure.socket = context.wrap_socket(secure.socket, server_side=True)
+    secure.start()
+    deployment = {
+        **without_proxy_settings(env),
+        "REFCAMPAIGN_API_URL": f"https://127.0.0.1:{secure.server_address[1]}",
+        "REQUESTS_CA_BUNDLE": str(cert),
+    }
+    worker = WorkerProcess(deployment, tmp_path / "worker.log").start()
+    try:
+        assert post(client, checkout_event("cs_test_own_ca")).status_code == 200
+        assert wait_delivered(secure, timeout=20)["externalId"] == "cs_test_own_ca"
+    finally:
+        worker.stop()
+        secure.stop()
+
+
+# --- METRICS_BEARER_TOKEN ----------------------------------------------------------------------
+
+TOKEN = "prom-token-5e1f-\u00e9"
+
+
+@pytest.fixture()
+def guarded(env: dict[str, str]) -> Any:
+    settings = Settings.from_env({**env, "METRICS_BEARER_TOKEN": TOKEN})
+    return create_app(settings).test_client()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Bearer wrong",
+        "Bearer prom-token-5e1f-",  # a prefix
+        f"Bearer {TOKEN}x",
+        f"Basic {TOKEN}",
+        TOKEN,
+    ],
+)
+def test_metrics_without_the_bearer_token_is_401(guarded, authorization):
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = guarded.get("/metrics", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert TOKEN not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_metrics_with_the_bearer_token_answers(guarded, scheme):
+    # A header carries bytes: the token's UTF-8 bytes, as a client sends them.
+    value = f"{scheme} {TOKEN}".encode().decode("latin-1")
+    response = guarded.get("/metrics", headers={"Authorization": value})
+    assert response.status_code == 200
+    assert "refbridge_" in response.get_data(as_text=True)
+
+
+def test_metrics_are_open_while_no_token_is_set(client):
+    assert client.get("/metrics").status_code == 200
