@@ -27,7 +27,8 @@ accesslog = "-"
 timeout = 30
 graceful_timeout = 10
 # Also the async worker's switch for its header deadline: with keepalive 0, gunicorn reads a
-# request's headers with no time limit at all. Keep it above 0.
+# request's headers with no time limit at all. Keep it above 0 (bridge/web_server.py closes
+# each connection after its one request anyway).
 keepalive = 5
 # gunicorn 27's control socket lives in ~/.gunicorn, shared by every gunicorn of the user.
 control_socket_disable = True

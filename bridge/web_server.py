@@ -6,7 +6,7 @@ Here every connection is a greenlet (thousands fit in one process), and a reques
 whole within `REQUEST_WITHIN` seconds of the server starting to wait for it: slow headers are
 dropped, a slow body is answered 408, and the connection is closed. The body is read into memory
 (at most `BUFFER_LIMIT` bytes) before the app runs, so the app never waits on a client and the
-deadline never interrupts work on Redis.
+deadline never interrupts work on Redis. Each connection carries one request.
 """
 
 from __future__ import annotations
@@ -87,7 +87,11 @@ class DeadlineWorker(GeventWorker):  # type: ignore[misc]
             self.log.info("request_timeout: body not received within %s s", REQUEST_WITHIN)
             sock.sendall(TIMED_OUT)
             return False
-        if len(data) >= BUFFER_LIMIT:
-            req.must_close = True  # a longer chunked body: the rest stays unread
         req.body = Body(_Received(data))
+        # One request per connection, as gunicorn's sync workers did (and a longer chunked body
+        # leaves its rest unread). Measured with keep-alive (BENCHMARKS.md): 16 kept-alive
+        # connections gave both the bridge and a bare Flask app a p99 of 150-235 ms on 2 cores;
+        # closed, 16-40 ms. Webhook senders gain little from keep-alive, and no idle connection
+        # then waits on a greenlet.
+        req.must_close = True
         return True

@@ -187,14 +187,10 @@ def test_a_client_that_waits_for_100_continue_gets_it(web: WebProcess) -> None:
         assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
 
 
-def test_one_connection_carries_several_webhooks(web: WebProcess, redis_url: str) -> None:
-    with requests.Session() as session:
-        for n in range(3):
-            event = {"id": f"evt_keep_{n}", "type": "ping", "created": 1, "data": {"object": {}}}
-            body = stripe_body(event)
-            answer = session.post(
-                f"{web.url}/webhooks/stripe", data=body, headers=stripe_headers(body), timeout=5
-            )
-            assert answer.status_code == 200
-            assert answer.json() == {"received": True}
-            assert answer.headers.get("Connection", "").lower() != "close"
+def test_each_connection_carries_one_request(web: WebProcess) -> None:
+    body = stripe_body({"id": "evt_one", "type": "ping", "created": 1, "data": {"object": {}}})
+    answer = requests.post(
+        f"{web.url}/webhooks/stripe", data=body, headers=stripe_headers(body), timeout=5
+    )
+    assert answer.status_code == 200
+    assert answer.headers["Connection"].lower() == "close"
