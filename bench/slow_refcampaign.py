@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.slow_refcampaign
 
 The stand-in (a thread per connection, so 300 ms answers overlap) sleeps 300 ms before every
-answer. Both apps run under the same gunicorn settings (Procfile: 2 sync workers); the bridge
-also runs its Procfile worker. Two loads, each applied to both: figure 1's 16 closed-loop
+answer. The inline handler runs as the docs' handler would be deployed: gunicorn, 2 default sync
+workers; the bridge runs the Procfile's web (2 gevent workers) and worker. Two loads, each applied to both: figure 1's 16 closed-loop
 clients (the headline), and an open loop of 4 webhooks/s, below what the inline handler can
 absorb (2 workers / 0.3 s = 6.7/s), so that the inline p99 is not just queueing.
 """
@@ -36,7 +36,10 @@ def both_loads(port: int, tag: str) -> dict:
 
 def main() -> None:
     with Stack(standin_delay=DELAY) as stack:
-        _, inline_port = stack.web("bench.inline_app:app", name="inline")
+        # The docs' handler as a merchant would deploy it: gunicorn's default sync workers. (On
+        # the bridge's gevent workers its postbacks would overlap, which is not what it models.)
+        sync = ["--worker-class", "sync"]
+        _, inline_port = stack.web("bench.inline_app:app", name="inline", extra=sync)
         inline = both_loads(inline_port, "inline")
         stack.processes[-1].stop()
         _, port = stack.web()
