@@ -106,7 +106,7 @@ def main() -> None:
         + ("_" + "_".join(a.strip("-") for a in extra) if extra else "")
         + ("_noworker" if args.no_worker else ""),
         {
-            "gunicorn_args": ["-c", "python:bridge.gunicorn_conf", "--workers", "2", *extra],
+            "gunicorn_args": ["-c", "python:bridge.web.gunicorn_conf", "--workers", "2", *extra],
             "worker": not args.no_worker,
             "concurrency": args.concurrency,
             "windows": f"{args.rounds} per app, {args.warmup}s warm-up + {args.duration}s each",

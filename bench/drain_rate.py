@@ -17,7 +17,7 @@ import requests
 
 from bench.harness import API_KEY, Stack, write_result
 from bench.loadgen import checkout_requests, closed_loop
-from bridge.stripe_mapping import map_stripe_event
+from bridge.providers.stripe.mapping import map_stripe_event
 from tests.fixtures import stripe_fixture
 
 BACKLOG = 2000

@@ -21,15 +21,15 @@ from typing import Any
 
 import psutil
 
-from bridge.embedded_redis import EmbeddedRedis, free_port
-from bridge.supervisor import yield_cpu
+from bridge.ops.embedded_redis import EmbeddedRedis, free_port
+from bridge.ops.supervisor import yield_cpu
 from tests.signing import OTHER_SECRET, SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "rc_bench_key_0001"
 PY = sys.executable
 # The Procfile's `web` line; `--bind` goes to loopback only.
-WEB_ARGS = ["-c", "python:bridge.gunicorn_conf", "--workers", "2"]
+WEB_ARGS = ["-c", "python:bridge.web.gunicorn_conf", "--workers", "2"]
 # The Procfile's `worker` line.
 WORKER_ARGS = ["-A", "celery_app", "--quiet", "worker", "--loglevel", "INFO", "--concurrency", "4"]
 

@@ -64,9 +64,9 @@ def environs(count: int, tag: str) -> list[tuple[dict[str, Any], bytes]]:
 
 
 def patched_bridge(variant: str) -> Any:
-    import bridge.webhooks as webhooks
-    from bridge.app import create_app
+    import bridge.web.stripe as webhooks
     from bridge.conversion import Conversion
+    from bridge.web.app import create_app
 
     if "log line" in variant:
 
@@ -129,7 +129,7 @@ def main() -> None:
     if args.variant:
         run_variant(args.variant, args.rounds, args.events)
         return
-    from bridge.embedded_redis import EmbeddedRedis
+    from bridge.ops.embedded_redis import EmbeddedRedis
 
     with tempfile.TemporaryDirectory() as tmp:
         redis_server = EmbeddedRedis(Path(tmp)).start()

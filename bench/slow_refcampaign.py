@@ -4,9 +4,10 @@
 
 The stand-in (a thread per connection, so 300 ms answers overlap) sleeps 300 ms before every
 answer. The inline handler runs as the docs' handler would be deployed: gunicorn, 2 default sync
-workers; the bridge runs the Procfile's web (2 gevent workers) and worker. Two loads, each applied to both: figure 1's 16 closed-loop
-clients (the headline), and an open loop of 4 webhooks/s, below what the inline handler can
-absorb (2 workers / 0.3 s = 6.7/s), so that the inline p99 is not just queueing.
+workers; the bridge runs the Procfile's web (2 gevent workers) and worker. Two loads, each
+applied to both: figure 1's 16 closed-loop clients (the headline), and an open loop of 4
+webhooks/s, below what the inline handler can absorb (2 workers / 0.3 s = 6.7/s), so that the
+inline p99 is not just queueing.
 """
 
 from __future__ import annotations

@@ -10,6 +10,6 @@ if TYPE_CHECKING:
 
 def create_app(*args: Any, **kwargs: Any) -> Flask:
     """The web app factory (gunicorn: `bridge:create_app()`)."""
-    from bridge.app import create_app as factory
+    from bridge.web.app import create_app as factory
 
     return factory(*args, **kwargs)

@@ -17,7 +17,7 @@ def dumps(value: Any, *, ascii_only: bool = False) -> str:
     encoding may not be UTF-8 (standard output under a latin-1 or C locale).
     """
     try:
-        # A quarter of json.dumps' cost: a payload and a log line per webhook (BENCHMARKS.md).
+        # A quarter of json.dumps' cost: a payload and a log line per webhook (bench/NOTES.md).
         text = orjson.dumps(value, default=str, option=_OPTIONS).decode("utf-8")
     except TypeError:
         # orjson refuses integers beyond 64 bits (a hostile amount, say) and lone surrogates.

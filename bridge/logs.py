@@ -39,7 +39,7 @@ def _annotate(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]
     """Level, logger name and UTC timestamp, then secrets and emails masked, in one step.
 
     The same fields, format and masking as _SHARED's five processors, for refbridge's own lines
-    (one per webhook, so their cost counts: BENCHMARKS.md).
+    (one per webhook, so their cost counts: bench/NOTES.md).
     """
     now = time.time()
     event["level"] = _LEVELS.get(method, method)

@@ -165,19 +165,12 @@ def _connection_class(url: str) -> type[AbstractConnection]:
         return _classes[key]
 
 
-def connect(url: str, *, dedicated: bool = False, watched: bool = False) -> redis.Redis:
+def connect(url: str, *, watched: bool = False) -> redis.Redis:
     """A client for `url`; a call fails within a few seconds when Redis is down or hung.
 
     `watched`: for the long-running processes (web, worker), an outage is logged once, with
     Redis's host and port, and once more when Redis answers again (see Reachability). A
     command-line call reports a failure itself instead.
-
-    `dedicated`: every command goes over one connection, opened on first use. For the web
-    process, whose gunicorn sync workers serve one request at a time: it skips the pool's
-    per-command checkout, readiness probe and return (30 µs of CPU per webhook: BENCHMARKS.md).
-    Pipelines still take connections from the pool. Threads share the connection one command
-    at a time, so while Redis hangs they wait for each other's timeouts: keep it to workers
-    without threads.
     """
     options: dict[str, Any] = {
         "socket_connect_timeout": 2,
@@ -188,43 +181,4 @@ def connect(url: str, *, dedicated: bool = False, watched: bool = False) -> redi
     }
     if watched:
         options["connection_class"] = _connection_class(url)
-    if dedicated:
-        return _DedicatedRedis.from_url(url, **options)
     return redis.Redis.from_url(url, **options)
-
-
-class _DedicatedRedis(redis.Redis):
-    """redis-py's single-connection client, connecting on first use instead of at once.
-
-    `single_connection_client=True` connects in the constructor, which would stop the web from
-    starting while Redis is down. This sets up what that mode sets up (the connection and the
-    lock that serialises threads on it), lazily, and is stricter about the connection's state:
-    it drops the connection after any failure but a Redis error reply (so no half-read reply is
-    ever read as the next command's), and in a forked child. tests/test_redis_client.py holds
-    it to redis-py.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.connection = self.connection_pool.make_connection()  # type: ignore[assignment]
-        self._single_connection_client = True
-        self._pid = os.getpid()
-
-    def _execute_command(self, *args: Any, **options: Any) -> Any:
-        connection = self.connection
-        assert connection is not None
-        if self._pid != os.getpid():
-            connection.disconnect()  # type: ignore[no-untyped-call]  # the child's copy only
-            self._pid = os.getpid()
-        try:
-            return super()._execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        except redis.exceptions.ResponseError:
-            raise  # Redis answered: the connection is in step
-        except BaseException:
-            connection.disconnect()  # type: ignore[no-untyped-call]
-            raise
-
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.disconnect()  # type: ignore[no-untyped-call]
-        super().close()

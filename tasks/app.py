@@ -6,8 +6,6 @@ import json
 import logging
 import os
 import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,17 +13,12 @@ import celery.apps.worker as celery_worker
 from celery import Celery, signals
 from celery.worker.consumer import consumer as celery_consumer
 
-from bridge.dispatch import QUEUE
-from bridge.ledger import Ledger
+from bridge.delivery.nudges import QUEUE
 from bridge.logs import configure_logging
-from bridge.postback import new_session
-from bridge.processing import BATCH, Worker
-from bridge.readiness import WORKER_READY_TTL, worker_ready_key
+from bridge.ops.readiness import WORKER_READY_TTL, worker_ready_key
 from bridge.redis_client import REDIS_ERRORS, Reachability, connect, reachability
 from config import Settings
-
-_local: dict[str, Any] = {}
-_lock = threading.Lock()
+from tasks import process, sweeper
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -47,15 +40,13 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         # Task events cost more CPU in the worker's main process than anything else it does
         # (bench/). Flower switches them on while it runs (its --enable_events default), and
-        # `celery -A celery_app control enable_events` does too; the README says so.
+        # `celery -A celery_app control enable_events` does too (docs/operations.md, Flower).
         worker_send_task_events=False,
         broker_connection_max_retries=None,
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     app.conf.refbridge_settings = settings
     _quiet_broker_retries(reachability(settings.redis_url or ""))
-    from tasks import process, sweeper
-
     process.register(app)
     sweeper.install(app)
     return app
@@ -92,22 +83,6 @@ def _quiet_broker_retries(watch: Reachability) -> None:
 
 def _not_the_acks_late_notice(record: logging.LogRecord) -> bool:
     return "worker_cancel_long_running_tasks_on_connection_loss" not in record.getMessage()
-
-
-def current_worker(app: Celery) -> Worker:
-    """This process's Worker: Redis client and HTTP session made after fork, once per pid."""
-    with _lock:
-        if _local.get("pid") != os.getpid():
-            settings: Settings = app.conf.refbridge_settings
-            _local["worker"] = Worker(
-                ledger=Ledger(connect(settings.redis_url or "", watched=True)),
-                session=new_session(pool_size=BATCH),
-                settings=settings,
-                threads=ThreadPoolExecutor(max_workers=BATCH, thread_name_prefix="attempt"),
-            )
-            _local["pid"] = os.getpid()
-        worker: Worker = _local["worker"]
-        return worker
 
 
 def _say_json(msg: str, f: Any = sys.__stderr__) -> None:

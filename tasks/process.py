@@ -5,8 +5,9 @@ from __future__ import annotations
 import structlog
 from celery import Celery
 
-from bridge.dispatch import PROCESS_TASK
-from bridge.processing import process_due
+from bridge.delivery.attempts import process_due
+from bridge.delivery.nudges import PROCESS_TASK
+from tasks.resources import current_worker
 
 
 def register(app: Celery) -> None:
@@ -14,7 +15,5 @@ def register(app: Celery) -> None:
 
     @app.task(name=PROCESS_TASK, ignore_result=True)
     def process() -> int:
-        from tasks.app import current_worker
-
         structlog.contextvars.clear_contextvars()
         return process_due(current_worker(app))

@@ -15,8 +15,9 @@ from typing import Any
 import structlog
 from celery import Celery, bootsteps
 
-from bridge.processing import BATCH
+from bridge.delivery.attempts import BATCH
 from bridge.redis_client import REDIS_ERRORS, reachability
+from tasks.resources import current_worker
 
 INTERVAL = 1.0
 log = structlog.get_logger("refbridge.sweeper")
@@ -24,8 +25,6 @@ log = structlog.get_logger("refbridge.sweeper")
 
 def sweep_once(app: Celery) -> int:
     """Queue enough nudges for the items that are due; how many were queued."""
-    from tasks.app import current_worker
-
     nudged = current_worker(app).ledger.nudge(BATCH)
     if nudged:
         log.info("swept", nudges=nudged)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from bridge.embedded_redis import EmbeddedRedis
+from bridge.ops.embedded_redis import EmbeddedRedis
 from config import Settings
 from tests.processes import WorkerProcess
 from tests.signing import OTHER_SECRET, SECRET
@@ -24,6 +24,19 @@ API_KEY = "rc_test_key_5b8f0d2a"
 # the checkout fails. Its directory also goes on the PYTHONPATH of the processes tests start.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "pathguard"))
 pytest_plugins = ["refbridge_path_guard"]
+
+
+# Fixtures that start a real process: a test that uses one is `slow`.
+PROCESS_FIXTURES = {"redis_server", "redis_url", "env", "settings", "client", "worker"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark as `slow` every test that starts real processes, so `-m "not slow"` is the pure
+    core, for the edit-test loop (the README's test command still runs everything)."""
+    for item in items:
+        integration = "integration" in item.path.parts
+        if integration or PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

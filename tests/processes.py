@@ -81,7 +81,7 @@ class WorkerProcess:
 
 
 # The Procfile's web command, less its bind address.
-WEB_ARGS = ["-c", "python:bridge.gunicorn_conf", "--workers", "2"]
+WEB_ARGS = ["-c", "python:bridge.web.gunicorn_conf", "--workers", "2"]
 
 
 class WebProcess:

@@ -1,4 +1,4 @@
-"""PayPal IPN → RefCampaign conversion, as the README's table states it, over real IPN bodies."""
+"""PayPal IPN → RefCampaign conversion, per the table of docs/mapping.md, over real IPN bodies."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.conversion import Conversion, Ignored, MappingResult, Rejected, email_hash
-from bridge.paypal import (
+from bridge.providers.paypal.ipn import (
     INTAKE_FIELDS,
     is_form_encoded,
     is_test_ipn,
@@ -175,7 +175,7 @@ def test_each_fixture_maps_to_its_outcome(name: str, expected: object) -> None:
     assert outcome(map_ipn(fields, recurring=True, receiver_emails=())) == expected
 
 
-# One row per row of the README's PayPal IPN table, in its order.
+# One row per row of that table, in its order.
 TABLE_ROWS: list[tuple[str, bytes, bool, Any]] = [
     # txn_type web_accept / cart / express_checkout / virtual_terminal, Completed → SALE txn_id
     ("web_accept completed is a sale", WEB_ACCEPT, True, WEB_ACCEPT_SALE),

@@ -1,4 +1,4 @@
-"""map_stripe_event: the README's Stripe table, on the full events Stripe sends."""
+"""map_stripe_event: the Stripe table of docs/mapping.md, on the full events Stripe sends."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.conversion import Conversion, Ignored
-from bridge.stripe_mapping import map_stripe_event
+from bridge.providers.stripe.mapping import map_stripe_event
 from tests.fixtures import stripe_fixture, stripe_fixture_names
 
 CHECKOUT = "srm__checkout.session.completed.json"  # mode=payment, paid, 3000 usd
@@ -48,7 +48,7 @@ def outcome(result: Conversion | Ignored) -> tuple[str, str, int] | str:
     return result.reason
 
 
-# One row per row of the README's table, in its order.
+# One row per row of that table, in its order.
 TABLE_ROWS = [
     pytest.param(
         event(CHECKOUT, payment_status="paid"),
@@ -310,7 +310,7 @@ def test_custom_params_s1_to_s5() -> None:
 
 
 def sha256_hex(text: str) -> str:
-    """The README's email hash, computed independently of the bridge."""
+    """The email hash of docs/mapping.md, computed independently of the bridge."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.outcomes import (
+from bridge.delivery.outcomes import (
     Crashed,
     DeadLetter,
     RetryLater,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bridge.paypal_charsets import CODECS, DEFAULT_CODEC, ipn_codec
+from bridge.providers.paypal.charsets import CODECS, DEFAULT_CODEC, ipn_codec
 
 # PayPal's list, spelled as PayPal spells it.
 DOCUMENTED = {

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.paypal import parse_ipn
-from bridge.paypal_dates import parse_payment_date
+from bridge.providers.paypal.dates import parse_payment_date
+from bridge.providers.paypal.ipn import parse_ipn
 from tests.fixtures import paypal_fixture
 
 MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()

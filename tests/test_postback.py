@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.postback import new_session
+from bridge.delivery.http_client import new_session
 
 POSTBACK = "https://app.refcampaign.com/api/v1/conversions/postback"
 VERIFY = "https://ipnpb.paypal.com/cgi-bin/webscr"

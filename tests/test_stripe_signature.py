@@ -13,7 +13,7 @@ import stripe
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.stripe_signature import StripeEventError, verify_stripe_event
+from bridge.providers.stripe.signature import StripeEventError, verify_stripe_event
 from tests.fixtures import stripe_fixture
 
 SECRET = "whsec_test_current_0123456789abcdef"

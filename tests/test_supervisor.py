@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bridge.run_preflight import RunRefused, check_port_free, lock_data_dir, redis_address
-from bridge.supervisor import WORKER_NICE, yield_cpu
+from bridge.ops.preflight import RunRefused, check_port_free, lock_data_dir, redis_address
+from bridge.ops.supervisor import WORKER_NICE, yield_cpu
 
 OWN_NICE = psutil.Process().nice()
 # A runner already at nice 10 or more leaves no room to be 10 steps nicer: nothing to see.
@@ -77,7 +77,7 @@ def test_a_child_started_with_die_with_parent_goes_when_its_parent_is_sigkilled(
     # A parent that starts `sleep` as refbridge run starts its children, then is SIGKILLed.
     script = (
         "import subprocess, sys, time\n"
-        "from bridge.process_tree import die_with_parent\n"
+        "from bridge.ops.process_tree import die_with_parent\n"
         "child = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent(),"
         " start_new_session=True)\n"
         "print(child.pid, flush=True)\n"

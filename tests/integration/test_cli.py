@@ -20,8 +20,8 @@ import pytest
 import redis
 
 from bridge.conversion import Conversion
-from bridge.ledger import DLQ, Ledger
-from bridge.stripe_mapping import map_stripe_event
+from bridge.delivery.ledger import DLQ, Ledger
+from bridge.providers.stripe.mapping import map_stripe_event
 from tests.fixtures import stripe_fixture
 from tests.processes import WorkerProcess
 from tests.signing import stripe_body, stripe_headers
@@ -406,3 +406,15 @@ def test_items_whose_every_attempt_crashes_back_off_and_are_dead_lettered(
     assert 'refbridge_ipn_verifications_total{outcome="dead_lettered"} 1.0' in metrics
     log = short_lived_worker.output()
     assert "attempt_crashed" in log and '"outcome":"dead_lettered"' in log
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback(env):
+    # `refbridge status | head -0`: the reader is gone before refbridge writes a byte (our end
+    # of the pipe closes while it still imports).
+    cli = subprocess.Popen(
+        [REFBRIDGE, "status", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert cli.stdout is not None and cli.stderr is not None
+    cli.stdout.close()
+    assert "Traceback" not in cli.stderr.read().decode()
+    assert cli.wait(20) == 141

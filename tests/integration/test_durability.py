@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
-from bridge.embedded_redis import EmbeddedRedis
-from bridge.ledger import Ledger
+from bridge.delivery.ledger import Ledger
+from bridge.ops.embedded_redis import EmbeddedRedis
 from tests.integration.test_stripe_flow import checkout_event, post
 from tests.processes import WorkerProcess
 from tests.standins.refcampaign import RefCampaign, Scripted

@@ -14,7 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.embedded_redis import free_port
+from bridge.ops.embedded_redis import free_port
 from tests.conftest import API_KEY
 from tests.fixtures import paypal_fixture
 from tests.integration.test_stripe_flow import checkout_event, post
@@ -111,7 +111,7 @@ def web(env: dict[str, str], tmp_path: Path) -> Any:
         "-m",
         "gunicorn",
         "-c",
-        "python:bridge.gunicorn_conf",
+        "python:bridge.web.gunicorn_conf",
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",

@@ -225,7 +225,7 @@ def test_forged_ipn_leaves_no_body_and_no_lasting_record(env, client, worker, pa
 
 
 def test_rejection_list_is_bounded(env):
-    from bridge.ledger import REJECTED_KEEP, Ledger
+    from bridge.delivery.ledger import REJECTED_KEEP, Ledger
 
     r = redis_client(env)
     ledger = Ledger(r)

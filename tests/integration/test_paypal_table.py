@@ -1,4 +1,4 @@
-"""Every row of the README's PayPal table through the whole path, in windows-1252 and in UTF-8."""
+"""Every row of the PayPal IPN table (docs/mapping.md) end to end, in windows-1252 and UTF-8."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def sale(n: int, txn_type: str, amount: int, currency: str = "EUR") -> dict[str,
     }
 
 
-# (fields, expected payload or None) — one row per line of the README's table.
+# (fields, expected payload or None) — one row per line of that table.
 ROWS: list[tuple[dict[str, str], dict[str, Any] | None]] = [
     ({"txn_type": "web_accept"}, sale(1, "web_accept", 1995)),
     ({"txn_type": "cart", "num_cart_items": "1", "mc_gross_1": "19.95"}, sale(2, "cart", 1995)),

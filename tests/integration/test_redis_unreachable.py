@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from bridge import create_app
-from bridge.embedded_redis import EmbeddedRedis, free_port
+from bridge.ops.embedded_redis import EmbeddedRedis, free_port
 from config import Settings
 from tests.integration.test_startup_errors import (
     API_KEY,
@@ -78,7 +78,7 @@ def web_down(tmp_path: Path, closed_url: tuple[str, str]) -> Iterator[tuple[str,
     log_path = tmp_path / "web.log"
     env = user_env(tmp_path, REDIS_URL=url, REFCAMPAIGN_API_KEY=API_KEY)
     env["STRIPE_WEBHOOK_SECRET"] = "whsec_test_unreachable"
-    cmd = [sys.executable, "-m", "gunicorn", "-c", "python:bridge.gunicorn_conf"]
+    cmd = [sys.executable, "-m", "gunicorn", "-c", "python:bridge.web.gunicorn_conf"]
     cmd += ["--bind", f"127.0.0.1:{port}", "--workers", "1", "bridge:create_app()"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

@@ -21,8 +21,8 @@ import psutil
 import pytest
 import requests
 
-from bridge.embedded_redis import free_port
-from bridge.supervisor import WORKER_NICE
+from bridge.ops.embedded_redis import free_port
+from bridge.ops.supervisor import WORKER_NICE
 from tests.fixtures import stripe_fixture
 from tests.signing import SECRET, stripe_body, stripe_headers
 

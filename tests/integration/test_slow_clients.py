@@ -20,7 +20,7 @@ import pytest
 import redis
 import requests
 
-from bridge.embedded_redis import free_port
+from bridge.ops.embedded_redis import free_port
 from tests.processes import WebProcess
 from tests.signing import stripe_body, stripe_headers
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.embedded_redis import free_port
+from bridge.ops.embedded_redis import free_port
 
 PYTHON = sys.executable
 REFBRIDGE = str(Path(sys.executable).parent / "refbridge")

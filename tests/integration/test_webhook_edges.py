@@ -25,7 +25,7 @@ import redis
 import requests
 
 from bridge import create_app
-from bridge.embedded_redis import EmbeddedRedis, free_port
+from bridge.ops.embedded_redis import EmbeddedRedis, free_port
 from config import Settings
 from config.settings import PAYPAL_SANDBOX_VERIFY_URL
 from tests.fixtures import PAYPAL_FIXTURES_DIR, paypal_fixture, stripe_fixture

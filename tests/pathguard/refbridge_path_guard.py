@@ -1,5 +1,5 @@
 """Path guard: with REFBRIDGE_PATH_GUARD=1, a test run fails when anything touches a path beside
-the checkout (the README's Development section; `.ci/run` turns it on).
+the checkout (docs/development.md; `.ci/run` turns it on).
 
 Fenced: the checkout's parent directory, plus the directories listed in
 REFBRIDGE_PATH_GUARD_FENCE (os.pathsep-separated). Inside a fence these stay allowed: the

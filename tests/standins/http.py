@@ -10,7 +10,7 @@ from typing import Any
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    # Without this, keep-alive + Nagle caps a stand-in near 25 requests/s (BENCHMARKS.md).
+    # Without this, keep-alive + Nagle caps a stand-in near 25 requests/s (bench/NOTES.md).
     disable_nagle_algorithm = True
     server: StandInServer
 

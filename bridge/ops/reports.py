@@ -6,8 +6,8 @@ import json
 import time
 from typing import Any
 
-from bridge.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger, item_key
-from bridge.metrics import STATS, totals
+from bridge.delivery.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger, item_key
+from bridge.delivery.stats import STATS, totals
 
 # Due this long ago and still not claimed: no worker is sweeping.
 OVERDUE_AFTER = 5.0

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from bridge import json_text
 from bridge.conversion import Conversion
-from bridge.ledger import Ledger
-from bridge.metrics import stat
+from bridge.delivery.ledger import Ledger
+from bridge.delivery.stats import stat
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,11 @@ class Unattributed:
 
 
 IntakeResult = Accepted | Duplicate | Unattributed
+
+
+def word(outcome: IntakeResult) -> str:
+    """The outcome as a log word: accepted, duplicate or unattributed."""
+    return type(outcome).__name__.lower()
 
 
 def accept_conversion(

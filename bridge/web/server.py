@@ -89,7 +89,7 @@ class DeadlineWorker(GeventWorker):  # type: ignore[misc]
             return False
         req.body = Body(_Received(data))
         # One request per connection, as gunicorn's sync workers did (and a longer chunked body
-        # leaves its rest unread). Measured with keep-alive (BENCHMARKS.md): 16 kept-alive
+        # leaves its rest unread). Measured with keep-alive (bench/NOTES.md): 16 kept-alive
         # connections gave both the bridge and a bare Flask app a p99 of 150-235 ms on 2 cores;
         # closed, 16-40 ms. Webhook senders gain little from keep-alive, and no idle connection
         # then waits on a greenlet.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,10 +12,10 @@ from typing import Any
 
 import redis
 
-from bridge import reports
-from bridge.ledger import Ledger
+from bridge.delivery.ledger import Ledger
+from bridge.ops import reports
+from bridge.ops.preflight import RunRefused
 from bridge.redis_client import REDIS_ERRORS, connect
-from bridge.run_preflight import RunRefused
 from config import ConfigError, Settings
 
 DATA_DIR = Path(".refbridge")
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            from bridge.supervisor import run
+            from bridge.ops.supervisor import run
 
             return run(_settings(), args.host, args.port, args.concurrency, args.data_dir)
         ledger = Ledger(connect(_redis_url(_settings(), args.data_dir)))
@@ -82,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refbridge: Redis refused the command: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `refbridge dlq show ID | head`: the reader left. Python's own advice: point stdout at
+        # /dev/null so that the flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 1
 
 

@@ -45,7 +45,7 @@ def _nudge_template() -> str:
                 "timelimit": [None, None],
                 "root_id": "@ID@",
                 "parent_id": None,
-                "argsrepr": "[]",
+                "argsrepr": "()",
                 "kwargsrepr": "{}",
                 "origin": _ORIGIN,
                 "ignore_result": True,
@@ -69,7 +69,7 @@ def _nudge_template() -> str:
 
 # Every nudge is the same message but for its task id and delivery tag (kombu tracks unacked
 # messages by tag). The ledger's scripts hold this template and fill it in Redis, so a webhook
-# sends Redis two short ids, not the whole message (see bridge.ledger_scripts).
+# sends Redis two short ids, not the whole message (see bridge.delivery.scripts).
 TEMPLATE = _nudge_template()
 
 

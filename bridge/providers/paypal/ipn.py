@@ -28,8 +28,8 @@ from bridge.money import (
     minor_units,
     plain_decimal,
 )
-from bridge.paypal_charsets import DEFAULT_CODEC, ipn_codec
-from bridge.paypal_dates import parse_payment_date
+from bridge.providers.paypal.charsets import DEFAULT_CODEC, ipn_codec
+from bridge.providers.paypal.dates import parse_payment_date
 
 __all__ = [
     "INTAKE_FIELDS",
@@ -128,7 +128,7 @@ def parse_custom(value: str) -> tuple[str | None, str | None]:
 def map_ipn(
     fields: Mapping[str, str], *, recurring: bool, receiver_emails: Sequence[str]
 ) -> MappingResult:
-    """The conversion a verified IPN stands for, or why none (the README's PayPal table)."""
+    """The conversion a verified IPN stands for, or why none (docs/mapping.md, PayPal IPN)."""
     if _is_foreign_receiver(fields.get("receiver_email", ""), receiver_emails):
         return Rejected("foreign_receiver", "receiver_email is not in PAYPAL_RECEIVER_EMAILS")
     txn_type = fields.get("txn_type", "")

@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 import requests
 import structlog
 
-from bridge import intake
 from bridge.conversion import Conversion, Ignored, Rejected
-from bridge.ledger import KEEP_DONE, Claim, Ledger
-from bridge.metrics import stat
-from bridge.outcomes import (
+from bridge.delivery import intake
+from bridge.delivery.http_client import post_conversion, verify_ipn
+from bridge.delivery.ledger import Claim, Ledger
+from bridge.delivery.outcomes import (
     Crashed,
     DeadLetter,
     Delivered,
@@ -28,8 +28,8 @@ from bridge.outcomes import (
     backoff_delay,
     log_error,
 )
-from bridge.paypal import map_ipn, parse_ipn
-from bridge.postback import post_conversion, verify_ipn
+from bridge.delivery.stats import stat
+from bridge.providers.paypal.ipn import map_ipn, parse_ipn
 from config import Settings
 
 log = structlog.get_logger("refbridge.worker")
@@ -128,11 +128,7 @@ def _record(
             "conversion_id": outcome.conversion_id or "",
             "last_error": "",
         }
-        latency = now - _number(item, "received_at", now)
-        delivered = stat("postbacks", outcome="delivered")
-        ledger.finish(
-            claim, "done", KEEP_DONE, delivered, fields, latency, {"last_delivered_at": now}
-        )
+        ledger.mark_delivered(claim, fields, latency=now - _number(item, "received_at", now))
         return "delivered"
     if isinstance(outcome, Verified):
         ledger.count(stat("verifications", outcome="verified"))
@@ -145,10 +141,7 @@ def _record(
         fields = {**attempt, "reason": outcome.reason, "last_error": outcome.error}
         error = f"{outcome.status} {outcome.reason}"
         dead = _stat_for(item, "dead_lettered", outcome.reason)
-        latest: dict[str, str | float] = {"last_error": error, "last_error_at": now}
-        return _applied(
-            ledger.finish(claim, "dead", 0, dead, fields, latest=latest), "dead_lettered"
-        )
+        return _applied(ledger.dead_letter(claim, dead, fields, error), "dead_lettered")
     return _retry(worker, claim, item, outcome, attempt, notes)
 
 
@@ -180,7 +173,6 @@ def _retry(
         delay = min(outcome.retry_after, settings.delivery_backoff_max)
     fields = {**attempt, "last_error": outcome.error}
     error = f"{outcome.status or ''} {outcome.error[:200]}".strip()
-    latest: dict[str, str | float] = {"last_error": error, "last_error_at": now}
     notes["error"] = log_error(outcome)
     # An item whose window cannot be read (a corrupt one) is past it.
     if now + delay > _number(item, "window_start", 0.0) + settings.delivery_max_age:
@@ -188,12 +180,10 @@ def _retry(
         dead = _stat_for(item, "dead_lettered", reason)
         fields["reason"] = reason
         notes["reason"] = reason
-        return _applied(
-            worker.ledger.finish(claim, "dead", 0, dead, fields, latest=latest), "dead_lettered"
-        )
+        return _applied(worker.ledger.dead_letter(claim, dead, fields, error), "dead_lettered")
     word = "crashed" if crashed else "retried"
     retried = _stat_for(item, word)
-    finished = worker.ledger.finish(claim, "retry", now + delay, retried, fields, latest=latest)
+    finished = worker.ledger.schedule_retry(claim, now + delay, retried, fields, error)
     if finished:
         notes.update(delay=round(delay, 3), next_attempt_at=_iso(now + delay))
     return _applied(finished, word)
@@ -224,7 +214,7 @@ def _reject(
 ) -> None:
     fields = {"status": "rejected", "reason": reason, "raw": ""}
     rejected = stat("webhooks", provider="paypal", outcome="rejected", reason=reason)
-    ledger.finish(claim, "done", KEEP_DONE, rejected, fields)
+    ledger.mark_done(claim, fields, rejected)
     _record_rejected(ledger, claim, item, reason, detail)
 
 
@@ -233,7 +223,7 @@ def _drop_forgery(ledger: Ledger, claim: Claim, item: dict[str, str]) -> None:
     # Anyone can post these, as many as they like: a 30-day record of each would let them
     # fill Redis. The marker lets a replay of the same bytes pass as a duplicate for a while.
     rejected = stat("webhooks", provider="paypal", outcome="rejected", reason="ipn_invalid")
-    if ledger.drop(claim, intake.ipn_seen_key(claim.item_id), rejected):
+    if ledger.discard(claim, intake.ipn_seen_key(claim.item_id), rejected):
         _record_rejected(ledger, claim, item, "ipn_invalid")
 
 
@@ -268,7 +258,7 @@ def _after_verified(worker: Worker, claim: Claim, item: dict[str, str]) -> str:
     done = {"status": "verified", "raw": ""}
     if isinstance(result, Ignored):
         ignored = stat("webhooks", provider="paypal", outcome="ignored", reason=result.reason)
-        worker.ledger.finish(claim, "done", KEEP_DONE, ignored, {**done, "reason": result.reason})
+        worker.ledger.mark_done(claim, {**done, "reason": result.reason}, ignored)
         return "ignored"
     return _accept_mapped(worker, claim, item, result, done)
 
@@ -284,9 +274,7 @@ def _accept_mapped(
         received_at=_number(item, "received_at", time.time()),
     )
     # Mark the IPN done only after its conversion is recorded: a crash in between re-verifies.
-    worker.ledger.finish(
-        claim, "done", KEEP_DONE, "", {**done, "external_id": conversion.external_id}
-    )
+    worker.ledger.mark_done(claim, {**done, "external_id": conversion.external_id})
     if isinstance(accepted, intake.Accepted):
         return "verified"
     return "duplicate" if isinstance(accepted, intake.Duplicate) else "unattributed"

@@ -127,7 +127,7 @@ def classify_postback(
     conversion_id: str | None,
     request_url: str = "",
 ) -> Outcome:
-    """RefCampaign's answer to a postback, per the README's table of attempt outcomes."""
+    """RefCampaign's answer to a postback, per docs/architecture.md's table of attempt outcomes."""
     if 200 <= status < 300:
         return Delivered(status, conversion_id)
     if is_redirect(status):

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from bridge.outcomes import Outcome, RetryLater, classify_postback, classify_verification
-from bridge.paypal import verification_body
+from bridge.delivery.outcomes import Outcome, RetryLater, classify_postback, classify_verification
+from bridge.providers.paypal.ipn import verification_body
 from config import Settings
 
 USER_AGENT = "refbridge/0.1"

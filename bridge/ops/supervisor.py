@@ -15,12 +15,12 @@ from typing import IO
 
 import structlog
 
-from bridge.embedded_redis import EmbeddedRedis
 from bridge.logs import configure_logging
-from bridge.process_tree import die_with_parent
-from bridge.readiness import Readiness, probe_host
+from bridge.ops.embedded_redis import EmbeddedRedis
+from bridge.ops.preflight import check_port_free, check_redis, lock_data_dir, redis_address
+from bridge.ops.process_tree import die_with_parent
+from bridge.ops.readiness import Readiness, probe_host
 from bridge.redis_client import connect
-from bridge.run_preflight import check_port_free, check_redis, lock_data_dir, redis_address
 from config import ConfigError, Settings
 
 log = structlog.get_logger("refbridge.run")
@@ -28,8 +28,8 @@ log = structlog.get_logger("refbridge.run")
 # How much nicer than the web the worker runs. Under a burst the web's 200s come first: a
 # webhook left unanswered is resent, and an endpoint that keeps timing out gets disabled, while
 # a delivery can wait a few seconds. With both on the same cores, the web then acknowledges
-# about twice as fast while the worker delivers (BENCHMARKS.md, figure 1); the worker still
-# gets ~10 % of a contended CPU and all of an idle one.
+# about twice as fast while the worker delivers (bench/NOTES.md, figure 1 with the worker);
+# the worker still gets ~10 % of a contended CPU and all of an idle one.
 WORKER_NICE = 10
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # What each child gets from the kernel when we die without stopping it (SIGKILL, a crash).
@@ -41,7 +41,7 @@ DEATH_SIGNALS = {"web": signal.SIGTERM, "worker": signal.SIGKILL}
 
 def _children(host: str, port: int, concurrency: int, worker_name: str) -> dict[str, list[str]]:
     python = sys.executable
-    web = ["-m", "gunicorn", "-c", "python:bridge.gunicorn_conf", "--bind", f"{host}:{port}"]
+    web = ["-m", "gunicorn", "-c", "python:bridge.web.gunicorn_conf", "--bind", f"{host}:{port}"]
     worker = ["-m", "celery", "-A", "celery_app", "--quiet", "worker", "--loglevel", "INFO"]
     return {
         "web": [python, *web, "--workers", "2", "bridge:create_app()"],

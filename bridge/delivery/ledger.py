@@ -10,9 +10,9 @@ from typing import Any
 
 import redis
 
-from bridge import ledger_scripts
-from bridge.dispatch import QUEUE, new_ids
-from bridge.metrics import STATS, latency_fields
+from bridge.delivery import scripts as ledger_scripts
+from bridge.delivery.nudges import QUEUE, new_ids
+from bridge.delivery.stats import STATS, latency_fields, stat
 
 PREFIX = "rb:item:"
 DUE = "rb:due"
@@ -65,7 +65,7 @@ class Ledger:
         self._enqueue = client.register_script(ledger_scripts.ENQUEUE)
         self._claim = client.register_script(ledger_scripts.CLAIM)
         self._nudge = client.register_script(ledger_scripts.NUDGE)
-        self._finish = client.register_script(ledger_scripts.FINISH)
+        self._finish_script = client.register_script(ledger_scripts.FINISH)
         self._replay = client.register_script(ledger_scripts.REPLAY)
         self._purge = client.register_script(ledger_scripts.PURGE)
         self._drop = client.register_script(ledger_scripts.DROP)
@@ -104,27 +104,60 @@ class Ledger:
             argv += new_ids()
         return int(self._nudge(keys=[DUE, QUEUE, NUDGES], args=argv))
 
-    def finish(
+    def mark_delivered(
+        self, claim: Claim, fields: Mapping[str, str | int | float], latency: float
+    ) -> bool:
+        """RefCampaign accepted the postback: keep the item KEEP_DONE seconds for duplicates.
+
+        Counts the delivery, its webhook-to-postback `latency` and the time of the last one,
+        all in the same round trip. Applies even under a stale claim: the postback happened.
+        """
+        latest = {"last_delivered_at": time.time()}
+        delivered = stat("postbacks", outcome="delivered")
+        return self._finish(claim, "done", KEEP_DONE, delivered, fields, latency, latest)
+
+    def mark_done(
+        self, claim: Claim, fields: Mapping[str, str | int | float], counter: str = ""
+    ) -> bool:
+        """Finished without a postback (an IPN verified, rejected or ignored): kept KEEP_DONE."""
+        return self._finish(claim, "done", KEEP_DONE, counter, fields)
+
+    def schedule_retry(
+        self,
+        claim: Claim,
+        at: float,
+        counter: str,
+        fields: Mapping[str, str | int | float],
+        error: str,
+    ) -> bool:
+        """Due again at `at`; False when `claim` no longer holds the item."""
+        latest: dict[str, str | float] = {"last_error": error, "last_error_at": time.time()}
+        return self._finish(claim, "retry", at, counter, fields, latest=latest)
+
+    def dead_letter(
+        self, claim: Claim, counter: str, fields: Mapping[str, str | int | float], error: str
+    ) -> bool:
+        """Into the dead-letter queue (fields say why); False when `claim` no longer holds it."""
+        latest: dict[str, str | float] = {"last_error": error, "last_error_at": time.time()}
+        return self._finish(claim, "dead", 0, counter, fields, latest=latest)
+
+    def _finish(
         self,
         claim: Claim,
         outcome: str,
         when: float,
-        stat: str = "",
-        fields: Mapping[str, str | int | float] | None = None,
+        counter: str,
+        fields: Mapping[str, str | int | float],
         latency: float | None = None,
         latest: Mapping[str, str | float] | None = None,
     ) -> bool:
-        """Apply an attempt's outcome ('retry' | 'done' | 'dead'); False if it no longer applies.
-
-        `latency` adds to the delivery-latency histogram and `latest` notes values for status
-        (last delivery, last error): all in the same round trip.
-        """
-        argv: list[Any] = [claim.token, time.time(), outcome, when, stat]
-        for name, value in (fields or {}).items():
+        """Apply an attempt's outcome ('retry' | 'done' | 'dead') in one round trip."""
+        argv: list[Any] = [claim.token, time.time(), outcome, when, counter]
+        for name, value in fields.items():
             argv += [name, value]
         keys = [item_key(claim.item_id), DUE, DLQ, STATS, RETRY, UNDELIVERED]
         pipe = self.redis.pipeline(transaction=False)
-        self._finish(keys=keys, args=argv, client=pipe)
+        self._finish_script(keys=keys, args=argv, client=pipe)
         if latest:
             pipe.hset(STATS, mapping=dict(latest))
         if latency is not None:
@@ -134,10 +167,10 @@ class Ledger:
             pipe.hincrby(STATS, count, 1)
         return bool(pipe.execute()[0])
 
-    def drop(self, claim: Claim, seen: str, stat: str = "") -> bool:
+    def discard(self, claim: Claim, seen: str, counter: str = "") -> bool:
         """Delete a pending item, keeping only its `seen` marker for KEEP_INVALID seconds."""
         keys = [item_key(claim.item_id), DUE, UNDELIVERED, STATS, seen]
-        return bool(self._drop(keys=keys, args=[stat, KEEP_INVALID]))
+        return bool(self._drop(keys=keys, args=[counter, KEEP_INVALID]))
 
     def replay(self, ids: Iterable[str]) -> list[str]:
         """Put dead-lettered items back to work, due now; the ids that were dead-lettered."""
@@ -150,10 +183,10 @@ class Ledger:
         return [i for i in ids if self._purge(keys=[item_key(i), DLQ])]
 
     def count(self, *stats: str) -> None:
-        """Add one to each counter named (see bridge.metrics.stat)."""
+        """Add one to each counter named (see bridge.delivery.stats.stat)."""
         pipe = self.redis.pipeline(transaction=False)
-        for stat in stats:
-            pipe.hincrby(STATS, stat, 1)
+        for counter in stats:
+            pipe.hincrby(STATS, counter, 1)
         pipe.execute()
 
     def record_rejected(self, entry: str) -> None:

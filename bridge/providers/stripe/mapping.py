@@ -1,4 +1,4 @@
-"""Map a verified Stripe event (plain JSON) to a RefCampaign conversion, row by row (README)."""
+"""Map a verified Stripe event (plain JSON) to a RefCampaign conversion (docs/mapping.md)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from bridge.process_tree import die_with_parent
+from bridge.ops.process_tree import die_with_parent
 
 
 class RedisStartError(RuntimeError):
@@ -50,7 +50,7 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
-        """The redis-server command line: the durability the README's Redis settings ask for."""
+        """The redis-server command line, with the durability docs/operations.md asks for."""
         return [
             str(redis_server_binary()),
             "--port",
