@@ -1,0 +1,1 @@
+"""Delivery: recording what arrived, the ledger in Redis, attempts and their outcomes."""

@@ -1,0 +1,280 @@
+"""One attempt at a ledger item: deliver a conversion, or verify an IPN and map it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import requests
+import structlog
+
+from bridge.conversion import Conversion, Ignored, Rejected
+from bridge.delivery import intake
+from bridge.delivery.http_client import post_conversion, verify_ipn
+from bridge.delivery.ledger import Claim, Ledger
+from bridge.delivery.outcomes import (
+    Crashed,
+    DeadLetter,
+    Delivered,
+    Invalid,
+    Outcome,
+    RetryLater,
+    Verified,
+    backoff_delay,
+    log_error,
+)
+from bridge.delivery.stats import stat
+from bridge.providers.paypal.ipn import map_ipn, parse_ipn
+from config import Settings
+
+log = structlog.get_logger("refbridge.worker")
+
+
+def run_lease(settings: Settings) -> float:
+    """How long one attempt may hold an item before it is presumed dead and claimed again."""
+    return 2 * settings.delivery_timeout + 10
+
+
+# Items one task claims at a time; each gets its own thread, so every claimed item is being
+# worked on at once and a claim's lease (run_lease) covers exactly one attempt.
+BATCH = 8
+# A task that keeps finding full batches gives its pool process back after this long.
+BATCH_LOOP_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What attempts need: the ledger, the HTTP session, settings and a thread pool."""
+
+    ledger: Ledger
+    session: requests.Session
+    settings: Settings
+    threads: ThreadPoolExecutor
+
+
+def process_due(worker: Worker, took_nudge: bool = True) -> int:
+    """Claim due items in batches and run an attempt at each, concurrently; how many ran."""
+    started, done = time.monotonic(), 0
+    while True:
+        claims = worker.ledger.claim(run_lease(worker.settings), BATCH, took_nudge)
+        took_nudge = False
+        list(worker.threads.map(lambda claim: process_item(worker, claim), claims))
+        done += len(claims)
+        if len(claims) < BATCH or time.monotonic() - started > BATCH_LOOP_SECONDS:
+            return done
+
+
+def process_item(worker: Worker, claim: Claim) -> str:
+    """Run one attempt under `claim`; a short word for what happened."""
+    item = claim.item
+    bound = log.bind(
+        item=claim.item_id,
+        attempt=int(_number(item, "attempts", 1)),
+        provider_event_id=item.get("event_id"),
+    )
+    ipn = item.get("kind") == "ipn"
+    if not ipn:
+        bound = bound.bind(externalId=item.get("external_id"))
+    try:
+        outcome = _verify(worker, item) if ipn else _deliver(worker, item)
+    except Exception as exc:  # noqa: BLE001 — one item's failure must not stop its batch
+        bound.exception("attempt_crashed")
+        # The exception's type only: its message may quote the item.
+        outcome = Crashed(f"attempt crashed: {type(exc).__name__}")
+    notes: dict[str, str | float] = {}
+    try:
+        word = _record(worker, claim, item, outcome, notes)
+    except Exception:  # noqa: BLE001 — Redis down, most likely
+        # Never turned into a failure (a postback may have been accepted): the claim's lease
+        # runs out and the item is tried again.
+        bound.exception("attempt_not_recorded")
+        word = "unrecorded"
+    bound.info("attempt_finished", outcome=word, status=getattr(outcome, "status", None), **notes)
+    return word
+
+
+def _deliver(worker: Worker, item: dict[str, str]) -> Outcome:
+    return post_conversion(worker.session, worker.settings, json.loads(item["payload"]))
+
+
+def _verify(worker: Worker, item: dict[str, str]) -> Outcome:
+    return verify_ipn(worker.session, worker.settings, base64.b64decode(item["raw"]))
+
+
+def _record(
+    worker: Worker,
+    claim: Claim,
+    item: dict[str, str],
+    outcome: Outcome,
+    notes: dict[str, str | float],
+) -> str:
+    """Apply `outcome` to the ledger; a short word for it. `notes` gets what the attempt's log
+    line should add (a retry's error, delay and next attempt time)."""
+    ledger, now = worker.ledger, time.time()
+    if isinstance(outcome, Crashed):
+        # No answer came: the last HTTP status stays the last one there was.
+        return _retry(worker, claim, item, outcome, {"last_attempt_at": now}, notes)
+    attempt = {"last_attempt_at": now, "last_status": getattr(outcome, "status", "") or ""}
+    if isinstance(outcome, Delivered):
+        fields = {
+            **attempt,
+            "status": "delivered",
+            "delivered_at": now,
+            "conversion_id": outcome.conversion_id or "",
+            "last_error": "",
+        }
+        ledger.mark_delivered(claim, fields, latency=now - _number(item, "received_at", now))
+        return "delivered"
+    if isinstance(outcome, Verified):
+        ledger.count(stat("verifications", outcome="verified"))
+        return _after_verified(worker, claim, item)
+    if isinstance(outcome, Invalid):
+        ledger.count(stat("verifications", outcome="invalid"))
+        _drop_forgery(ledger, claim, item)
+        return "rejected"
+    if isinstance(outcome, DeadLetter):
+        fields = {**attempt, "reason": outcome.reason, "last_error": outcome.error}
+        error = f"{outcome.status} {outcome.reason}"
+        dead = _stat_for(item, "dead_lettered", outcome.reason)
+        return _applied(ledger.dead_letter(claim, dead, fields, error), "dead_lettered")
+    return _retry(worker, claim, item, outcome, attempt, notes)
+
+
+def _stat_for(item: dict[str, str], outcome: str, reason: str = "") -> str:
+    """The counter of a retry or dead-letter: postbacks for conversions, verifications for IPNs."""
+    if item.get("kind") == "ipn":
+        return stat("verifications", outcome=outcome)
+    return stat("postbacks", outcome=outcome, reason=reason)
+
+
+def _retry(
+    worker: Worker,
+    claim: Claim,
+    item: dict[str, str],
+    outcome: RetryLater | Crashed,
+    attempt: dict[str, str | float],
+    notes: dict[str, str | float],
+) -> str:
+    """Schedule the next attempt, or dead-letter once past the window (reason `crashed` when
+    the attempt raised, else `exhausted`); "stale" when the claim no longer holds the item."""
+    settings, now = worker.settings, time.time()
+    crashed = isinstance(outcome, Crashed)
+    delay = backoff_delay(
+        int(_number(item, "attempts", 1)),
+        settings.delivery_backoff_base,
+        settings.delivery_backoff_max,
+    )
+    if outcome.retry_after is not None:
+        delay = min(outcome.retry_after, settings.delivery_backoff_max)
+    fields = {**attempt, "last_error": outcome.error}
+    error = f"{outcome.status or ''} {outcome.error[:200]}".strip()
+    notes["error"] = log_error(outcome)
+    # An item whose window cannot be read (a corrupt one) is past it.
+    if now + delay > _number(item, "window_start", 0.0) + settings.delivery_max_age:
+        reason = "crashed" if crashed else "exhausted"
+        dead = _stat_for(item, "dead_lettered", reason)
+        fields["reason"] = reason
+        notes["reason"] = reason
+        return _applied(worker.ledger.dead_letter(claim, dead, fields, error), "dead_lettered")
+    word = "crashed" if crashed else "retried"
+    retried = _stat_for(item, word)
+    finished = worker.ledger.schedule_retry(claim, now + delay, retried, fields, error)
+    if finished:
+        notes.update(delay=round(delay, 3), next_attempt_at=_iso(now + delay))
+    return _applied(finished, word)
+
+
+def _iso(timestamp: float) -> str:
+    """`timestamp` as ISO 8601 UTC with milliseconds, like the log lines' own time."""
+    moment = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
+
+
+def _applied(finished: bool, word: str) -> str:
+    """`word` when the ledger applied the outcome; "stale" when the claim no longer held it."""
+    return word if finished else "stale"
+
+
+def _number(item: dict[str, str], field: str, default: float) -> float:
+    """A numeric field of the item; `default` when it is missing or unreadable."""
+    try:
+        value = float(item[field])
+    except (KeyError, ValueError):
+        return default
+    return value if math.isfinite(value) else default
+
+
+def _reject(
+    ledger: Ledger, claim: Claim, item: dict[str, str], reason: str, detail: str = ""
+) -> None:
+    fields = {"status": "rejected", "reason": reason, "raw": ""}
+    rejected = stat("webhooks", provider="paypal", outcome="rejected", reason=reason)
+    ledger.mark_done(claim, fields, rejected)
+    _record_rejected(ledger, claim, item, reason, detail)
+
+
+def _drop_forgery(ledger: Ledger, claim: Claim, item: dict[str, str]) -> None:
+    """An IPN PayPal did not send: nothing of it is kept but counters, a marker and a line."""
+    # Anyone can post these, as many as they like: a 30-day record of each would let them
+    # fill Redis. The marker lets a replay of the same bytes pass as a duplicate for a while.
+    rejected = stat("webhooks", provider="paypal", outcome="rejected", reason="ipn_invalid")
+    if ledger.discard(claim, intake.ipn_seen_key(claim.item_id), rejected):
+        _record_rejected(ledger, claim, item, "ipn_invalid")
+
+
+def _record_rejected(
+    ledger: Ledger, claim: Claim, item: dict[str, str], reason: str, detail: str = ""
+) -> None:
+    ledger.record_rejected(
+        json.dumps(
+            {
+                "id": claim.item_id,
+                "provider": item.get("provider"),
+                "event_id": item.get("event_id"),
+                "reason": reason,
+                "detail": detail,
+                "at": time.time(),
+            }
+        )
+    )
+
+
+def _after_verified(worker: Worker, claim: Claim, item: dict[str, str]) -> str:
+    raw = base64.b64decode(item["raw"])
+    fields = parse_ipn(raw)
+    result = map_ipn(
+        fields,
+        recurring=worker.settings.recurring_conversions,
+        receiver_emails=worker.settings.paypal_receiver_emails,
+    )
+    if isinstance(result, Rejected):
+        _reject(worker.ledger, claim, item, result.reason, result.detail)
+        return "rejected"
+    done = {"status": "verified", "raw": ""}
+    if isinstance(result, Ignored):
+        ignored = stat("webhooks", provider="paypal", outcome="ignored", reason=result.reason)
+        worker.ledger.mark_done(claim, {**done, "reason": result.reason}, ignored)
+        return "ignored"
+    return _accept_mapped(worker, claim, item, result, done)
+
+
+def _accept_mapped(
+    worker: Worker, claim: Claim, item: dict[str, str], conversion: Conversion, done: dict[str, str]
+) -> str:
+    accepted = intake.accept_conversion(
+        worker.ledger,
+        conversion,
+        provider="paypal",
+        event_id=conversion.external_id,
+        received_at=_number(item, "received_at", time.time()),
+    )
+    # Mark the IPN done only after its conversion is recorded: a crash in between re-verifies.
+    worker.ledger.mark_done(claim, {**done, "external_id": conversion.external_id})
+    if isinstance(accepted, intake.Accepted):
+        return "verified"
+    return "duplicate" if isinstance(accepted, intake.Duplicate) else "unattributed"

@@ -1,0 +1,128 @@
+"""The two outbound HTTP calls: a postback to RefCampaign and an IPN verification to PayPal."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from bridge.delivery.outcomes import Outcome, RetryLater, classify_postback, classify_verification
+from bridge.providers.paypal.ipn import verification_body
+from config import Settings
+
+USER_AGENT = "refbridge/0.1"
+# Destinations are a handful of configured URLs; the bound only guards against a surprise.
+_MAX_DESTINATIONS = 64
+
+
+class OutboundSession(requests.Session):
+    """A pooled keep-alive session that never follows a redirect and reads the environment's
+    proxy and CA settings once per destination.
+
+    requests reads them (and ~/.netrc) on every request when `trust_env` is on, at a measurable
+    cost per postback; reading them once per process for one host only applied RefCampaign's
+    proxy decision to PayPal too. Here each destination (scheme, host, port) gets its own
+    HTTPS_PROXY / HTTP_PROXY / NO_PROXY decision and REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE,
+    read on its first request in this process.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trust_env = False
+        self._destinations: dict[str, tuple[dict[str, str], str | None]] = {}
+        self._lock = threading.Lock()
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        """Send one request; a 3xx answer is returned as it is, never followed."""
+        # Followed, a 302 turns a POST into a GET, and that page's 2xx looks like a delivery.
+        kwargs["allow_redirects"] = False
+        return super().request(method, url, *args, **kwargs)
+
+    def merge_environment_settings(
+        self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        """requests' hook for per-request settings: the environment's, cached per destination."""
+        text = url.decode() if isinstance(url, bytes) else url or ""
+        env_proxies, ca_bundle = self.environment_for(text)
+        proxies = {**env_proxies, **(proxies or {})}
+        if (verify is True or verify is None) and ca_bundle:
+            verify = ca_bundle
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+    def environment_for(self, url: str) -> tuple[dict[str, str], str | None]:
+        """(proxies, CA bundle) the environment sets for `url`'s destination."""
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        found = self._destinations.get(key)
+        if found is None:
+            found = (
+                requests.utils.get_environ_proxies(url),
+                os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"),
+            )
+            with self._lock:
+                if len(self._destinations) >= _MAX_DESTINATIONS:
+                    self._destinations.clear()
+                self._destinations[key] = found
+        return found
+
+
+def new_session(pool_size: int = 16) -> OutboundSession:
+    """A pooled keep-alive session; create one per process, after fork."""
+    session = OutboundSession()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def post_conversion(
+    session: requests.Session, settings: Settings, payload: dict[str, Any]
+) -> Outcome:
+    """POST one conversion; the classified answer. Never raises for network trouble."""
+    headers = {"Authorization": f"Bearer {settings.refcampaign_api_key}"}
+    url = settings.postback_url
+    try:
+        response = session.post(
+            url,
+            json=payload,
+            headers=headers,
+            timeout=settings.delivery_timeout,
+            allow_redirects=False,
+        )
+    except requests.Timeout:
+        return RetryLater(None, "timeout")
+    except requests.RequestException as exc:
+        return RetryLater(None, f"connection error: {type(exc).__name__}")
+    conversion_id = None
+    if 200 <= response.status_code < 300:
+        try:
+            body = response.json()
+            if isinstance(body, dict) and isinstance(body.get("conversionId"), str):
+                conversion_id = body["conversionId"]
+        except ValueError:
+            pass
+    return classify_postback(
+        response.status_code, response.headers, response.text, conversion_id, url
+    )
+
+
+def verify_ipn(session: requests.Session, settings: Settings, raw: bytes) -> Outcome:
+    """Ask PayPal whether it sent `raw`: `cmd=_notify-validate&` + the exact bytes received."""
+    url = settings.paypal_ipn_verify_url
+    try:
+        response = session.post(
+            url,
+            data=verification_body(raw),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            timeout=settings.delivery_timeout,
+            allow_redirects=False,
+        )
+    except requests.Timeout:
+        return RetryLater(None, "timeout")
+    except requests.RequestException as exc:
+        return RetryLater(None, f"connection error: {type(exc).__name__}")
+    return classify_verification(response.status_code, response.text, response.headers, url)

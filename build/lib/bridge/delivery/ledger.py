@@ -1,0 +1,215 @@
+"""The durable ledger: every acknowledged message's state, due time and history, in Redis."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from bridge.delivery import scripts as ledger_scripts
+from bridge.delivery.nudges import QUEUE, new_ids
+from bridge.delivery.stats import STATS, latency_fields, stat
+
+PREFIX = "rb:item:"
+DUE = "rb:due"
+DLQ = "rb:dlq"
+RETRY = "rb:retry"
+UNDELIVERED = "rb:undelivered"
+NUDGES = "rb:nudges"
+REJECTED = "rb:rejected"
+SEEN_TTL = 30 * 24 * 3600
+KEEP_DONE = 30 * 24 * 3600
+REJECTED_KEEP = 1000
+# How long the seen marker of a message proved not genuine stays: long enough to answer a burst
+# of replays without asking PayPal again, short enough that varied forgeries cannot pile up.
+KEEP_INVALID = 3600
+
+
+def item_key(item_id: str) -> str:
+    """The Redis key of an item."""
+    return PREFIX + item_id
+
+
+def item_id(key: str) -> str:
+    """The id of an item from its Redis key."""
+    return key[len(PREFIX) :]
+
+
+def new_token() -> str:
+    """A fresh claim token."""
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An item claimed for one attempt: its id, the claim's token and the item's fields."""
+
+    item_id: str
+    token: str
+    item: dict[str, str]
+
+
+# Nudges queued at once by webhooks; each nudged task claims a batch, so a few are enough.
+MAX_NUDGES = 8
+
+
+class Ledger:
+    """Atomic state changes of ledger items (see ledger_scripts for the model)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._enqueue = client.register_script(ledger_scripts.ENQUEUE)
+        self._claim = client.register_script(ledger_scripts.CLAIM)
+        self._nudge = client.register_script(ledger_scripts.NUDGE)
+        self._finish_script = client.register_script(ledger_scripts.FINISH)
+        self._replay = client.register_script(ledger_scripts.REPLAY)
+        self._purge = client.register_script(ledger_scripts.PURGE)
+        self._drop = client.register_script(ledger_scripts.DROP)
+
+    def enqueue(
+        self,
+        item: str,
+        seen: str,
+        fields: Mapping[str, str | int | float],
+        stats: tuple[str, str] = ("", ""),
+    ) -> bool:
+        """Record a new item, due now, and nudge the workers; False when `seen` or it exists.
+
+        `stats` names the counters to add one to when it is recorded / a duplicate.
+        """
+        argv: list[Any] = [time.time(), SEEN_TTL, *stats, *new_ids(), MAX_NUDGES]
+        for name, value in fields.items():
+            argv += [name, value]
+        keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES]
+        return bool(self._enqueue(keys=keys, args=argv))
+
+    def claim(self, lease: float, limit: int, took_nudge: bool = False) -> list[Claim]:
+        """Claim up to `limit` due items for an attempt each, leased for `lease` seconds."""
+        now = time.time()
+        argv: list[Any] = [now, now + lease, new_token(), limit, "1" if took_nudge else "0"]
+        flat = self._claim(keys=[DUE, RETRY, NUDGES], args=argv)
+        return [
+            Claim(item_id(_text(key)), _text(token), _fields(fields))
+            for key, token, fields in zip(flat[::3], flat[1::3], flat[2::3], strict=True)
+        ]
+
+    def nudge(self, batch: int, most: int = MAX_NUDGES) -> int:
+        """Queue enough nudges for the work that is due now; how many were queued."""
+        argv: list[Any] = [time.time(), batch]
+        for _ in range(most):
+            argv += new_ids()
+        return int(self._nudge(keys=[DUE, QUEUE, NUDGES], args=argv))
+
+    def mark_delivered(
+        self, claim: Claim, fields: Mapping[str, str | int | float], latency: float
+    ) -> bool:
+        """RefCampaign accepted the postback: keep the item KEEP_DONE seconds for duplicates.
+
+        Counts the delivery, its webhook-to-postback `latency` and the time of the last one,
+        all in the same round trip. Applies even under a stale claim: the postback happened.
+        """
+        latest = {"last_delivered_at": time.time()}
+        delivered = stat("postbacks", outcome="delivered")
+        return self._finish(claim, "done", KEEP_DONE, delivered, fields, latency, latest)
+
+    def mark_done(
+        self, claim: Claim, fields: Mapping[str, str | int | float], counter: str = ""
+    ) -> bool:
+        """Finished without a postback (an IPN verified, rejected or ignored): kept KEEP_DONE."""
+        return self._finish(claim, "done", KEEP_DONE, counter, fields)
+
+    def schedule_retry(
+        self,
+        claim: Claim,
+        at: float,
+        counter: str,
+        fields: Mapping[str, str | int | float],
+        error: str,
+    ) -> bool:
+        """Due again at `at`; False when `claim` no longer holds the item."""
+        latest: dict[str, str | float] = {"last_error": error, "last_error_at": time.time()}
+        return self._finish(claim, "retry", at, counter, fields, latest=latest)
+
+    def dead_letter(
+        self, claim: Claim, counter: str, fields: Mapping[str, str | int | float], error: str
+    ) -> bool:
+        """Into the dead-letter queue (fields say why); False when `claim` no longer holds it."""
+        latest: dict[str, str | float] = {"last_error": error, "last_error_at": time.time()}
+        return self._finish(claim, "dead", 0, counter, fields, latest=latest)
+
+    def _finish(
+        self,
+        claim: Claim,
+        outcome: str,
+        when: float,
+        counter: str,
+        fields: Mapping[str, str | int | float],
+        latency: float | None = None,
+        latest: Mapping[str, str | float] | None = None,
+    ) -> bool:
+        """Apply an attempt's outcome ('retry' | 'done' | 'dead') in one round trip."""
+        argv: list[Any] = [claim.token, time.time(), outcome, when, counter]
+        for name, value in fields.items():
+            argv += [name, value]
+        keys = [item_key(claim.item_id), DUE, DLQ, STATS, RETRY, UNDELIVERED]
+        pipe = self.redis.pipeline(transaction=False)
+        self._finish_script(keys=keys, args=argv, client=pipe)
+        if latest:
+            pipe.hset(STATS, mapping=dict(latest))
+        if latency is not None:
+            bucket, total, count = latency_fields(latency)
+            pipe.hincrby(STATS, bucket, 1)
+            pipe.hincrbyfloat(STATS, total, latency)
+            pipe.hincrby(STATS, count, 1)
+        return bool(pipe.execute()[0])
+
+    def discard(self, claim: Claim, seen: str, counter: str = "") -> bool:
+        """Delete a pending item, keeping only its `seen` marker for KEEP_INVALID seconds."""
+        keys = [item_key(claim.item_id), DUE, UNDELIVERED, STATS, seen]
+        return bool(self._drop(keys=keys, args=[counter, KEEP_INVALID]))
+
+    def replay(self, ids: Iterable[str]) -> list[str]:
+        """Put dead-lettered items back to work, due now; the ids that were dead-lettered."""
+        now = time.time()
+        keys = (DUE, DLQ, UNDELIVERED)
+        return [i for i in ids if self._replay(keys=[item_key(i), *keys], args=[now])]
+
+    def purge(self, ids: Iterable[str]) -> list[str]:
+        """Delete dead-lettered items; the ids that were deleted."""
+        return [i for i in ids if self._purge(keys=[item_key(i), DLQ])]
+
+    def count(self, *stats: str) -> None:
+        """Add one to each counter named (see bridge.delivery.stats.stat)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for counter in stats:
+            pipe.hincrby(STATS, counter, 1)
+        pipe.execute()
+
+    def record_rejected(self, entry: str) -> None:
+        """Keep a bounded list of recent rejections (JSON lines) for `refbridge status`."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lpush(REJECTED, entry)
+        pipe.ltrim(REJECTED, 0, REJECTED_KEEP - 1)
+        pipe.execute()
+
+    def get(self, item: str) -> dict[str, str] | None:
+        """All fields of one item."""
+        raw: dict[bytes, bytes] = self.redis.hgetall(item_key(item))  # type: ignore[assignment]
+        return {_text(k): _text(v) for k, v in raw.items()} if raw else None
+
+    def dead_letter_ids(self) -> list[str]:
+        """Ids in the dead-letter queue, oldest first."""
+        keys: list[bytes] = self.redis.zrange(DLQ, 0, -1)  # type: ignore[assignment]
+        return [item_id(_text(k)) for k in keys]
+
+
+def _fields(flat: list[bytes]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value

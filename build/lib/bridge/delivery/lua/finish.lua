@@ -1,0 +1,34 @@
+-- KEYS: item, due, dlq, stats, retry, undelivered.
+-- ARGV: token, now, outcome, when, stat, field, value, ...
+-- outcome: 'retry' (only for the current claim; `when` = next due time), 'done' (delivered /
+-- verified / rejected; `when` = seconds to keep the item for duplicate detection), 'dead'
+-- (dead-letter). A 'done' from a stale claim still counts: the postback happened.
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == false then return 0 end
+local current = redis.call('HGET', KEYS[1], 'token') == ARGV[1]
+if ARGV[3] == 'retry' then
+  if not current or status ~= 'pending' then return 0 end
+  redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1])
+  redis.call('ZADD', KEYS[5], ARGV[4], KEYS[1])
+  redis.call('HSET', KEYS[1], 'next_due', ARGV[4])
+elseif ARGV[3] == 'dead' then
+  if not current or status ~= 'pending' then return 0 end
+  redis.call('ZREM', KEYS[2], KEYS[1])
+  redis.call('ZREM', KEYS[6], KEYS[1])
+  redis.call('ZADD', KEYS[3], ARGV[2], KEYS[1])
+  redis.call('HSET', KEYS[1], 'dead_at', ARGV[2], 'status', 'dead')
+else
+  if status ~= 'pending' then return 0 end
+  redis.call('ZREM', KEYS[2], KEYS[1])
+  redis.call('ZREM', KEYS[6], KEYS[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+for i = 6, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
+return 1

@@ -1,0 +1,117 @@
+"""Structured logging: one JSON object per line on standard output, for every process."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+import structlog
+
+from bridge import json_text
+
+_configured = False
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_SECRET = re.compile(r"(whsec_|sk_live_|sk_test_|Bearer\s+)\S+")
+
+
+def scrub(text: str) -> str:
+    """Mask anything shaped like an email address or a secret in free text."""
+    # Both patterns need one of these: most log values have none and skip the regexes.
+    if "@" not in text and "whsec_" not in text and "sk_" not in text and "Bearer" not in text:
+        return text
+    return _SECRET.sub(r"\1[redacted]", _EMAIL.sub("[email]", text))
+
+
+def _scrub_event(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = scrub(value)
+    return event
+
+
+_LEVELS = {"warn": "warning", "exception": "error", "fatal": "critical"}
+
+
+def _annotate(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Level, logger name and UTC timestamp, then secrets and emails masked, in one step.
+
+    The same fields, format and masking as _SHARED's five processors, for refbridge's own lines
+    (one per webhook, so their cost counts: bench/NOTES.md).
+    """
+    now = time.time()
+    event["level"] = _LEVELS.get(method, method)
+    event["logger"] = logger.name
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+    event["timestamp"] = f"{seconds}.{int(now % 1 * 1_000_000):06d}Z"
+    return _scrub_event(logger, method, event)
+
+
+_OWN: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.format_exc_info,
+    _annotate,
+]
+
+_SHARED: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.format_exc_info,
+    _scrub_event,
+]
+
+
+class _NamedWriteLogger(structlog.WriteLogger):
+    """structlog's fast line writer, with the name `add_logger_name` reports."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(sys.stdout)
+        self.name = name
+
+
+class _NamedWriteLoggerFactory:
+    def __call__(self, *args: Any) -> _NamedWriteLogger:
+        return _NamedWriteLogger(str(args[0]) if args else "refbridge")
+
+
+def _dumps(event: dict[str, Any], **_: Any) -> str:
+    # ASCII, as the stdlib renderer wrote: a value sent by anyone (an IPN's ipn_track_id) must
+    # not fail to encode on a non-UTF-8 standard output and turn a webhook into a 500.
+    return json_text.dumps(event, ascii_only=True)
+
+
+def json_formatter() -> logging.Formatter:
+    """A stdlib formatter that renders any record (ours, Celery's, gunicorn's) as one JSON line."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.JSONRenderer(serializer=_dumps),
+        ],
+    )
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Route structlog and the standard library (Celery, gunicorn) to JSON lines; idempotent."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    # refbridge's own lines skip the standard library's machinery (measured: the largest cost
+    # of a webhook after Redis); Celery's and gunicorn's records go through json_formatter.
+    structlog.configure(
+        processors=[*_OWN, structlog.processors.JSONRenderer(serializer=_dumps)],
+        logger_factory=_NamedWriteLoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(json_formatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.captureWarnings(True)

@@ -1,0 +1,1 @@
+"""Operations: the refbridge command, refbridge run, metrics and reports."""

@@ -1,0 +1,199 @@
+"""The `refbridge` command: run the service, show its state, work the dead-letter queue."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bridge.delivery.ledger import Ledger
+from bridge.ops import reports
+from bridge.ops.preflight import RunRefused
+from bridge.redis_client import REDIS_ERRORS, connect
+from config import ConfigError, Settings
+
+DATA_DIR = Path(".refbridge")
+
+
+class CliError(Exception):
+    """A failure to report as one line on standard error."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refbridge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DATA_DIR,
+        help="the data directory of `refbridge run` (its lock, embedded Redis and redis.url)",
+    )
+    run = sub.add_parser(
+        "run", parents=[data_dir], help="run web, worker (and an embedded Redis) in one tree"
+    )
+    run.add_argument("--host", default="127.0.0.1", help="address the web process binds")
+    run.add_argument("--port", type=int, default=None, help="web port (default $PORT or 8000)")
+    run.add_argument("--concurrency", type=int, default=4, help="worker processes")
+    status = sub.add_parser(
+        "status", parents=[data_dir], help="queue depth, retries, dead letters, counters"
+    )
+    status.add_argument("--json", action="store_true")
+    dlq = sub.add_parser("dlq", help="the dead-letter queue").add_subparsers(
+        dest="action", required=True
+    )
+    dlq.add_parser("list", parents=[data_dir]).add_argument("--json", action="store_true")
+    dlq.add_parser("show", parents=[data_dir]).add_argument("id")
+    for action in ("replay", "purge"):
+        cmd = dlq.add_parser(action, parents=[data_dir])
+        cmd.add_argument("ids", nargs="*")
+        cmd.add_argument("--all", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from bridge.ops.supervisor import run
+
+            return run(_settings(), args.host, args.port, args.concurrency, args.data_dir)
+        ledger = Ledger(connect(_redis_url(_settings(), args.data_dir)))
+        if args.command == "status":
+            return _status(ledger, args.json)
+        return _dlq(ledger, args)
+    except ConfigError as exc:
+        print(f"refbridge: configuration error: {exc}", file=sys.stderr)
+    except (CliError, RunRefused) as exc:
+        print(f"refbridge: {exc}", file=sys.stderr)
+    except redis.exceptions.AuthenticationError:
+        print("refbridge: Redis refused the credentials in REDIS_URL", file=sys.stderr)
+    except REDIS_ERRORS as exc:
+        print(
+            f"refbridge: cannot reach Redis ({type(exc).__name__}); is it running?", file=sys.stderr
+        )
+    except redis.exceptions.RedisError as exc:
+        print(f"refbridge: Redis refused the command: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `refbridge dlq show ID | head`: the reader left. Python's own advice: point stdout at
+        # /dev/null so that the flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return 1
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _redis_url(settings: Settings, data_dir: Path) -> str:
+    """REDIS_URL when set, else the embedded Redis of a `refbridge run` using `data_dir`."""
+    if settings.redis_url:
+        return settings.redis_url
+    url_file = data_dir / "redis.url"
+    if url_file.is_file():
+        return url_file.read_text().strip()
+    raise ConfigError(
+        "REDIS_URL", f"is not set (and no `refbridge run` found in {data_dir}; see --data-dir)"
+    )
+
+
+def _status(ledger: Ledger, as_json: bool) -> int:
+    data = reports.status(ledger)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(_status_table(data))
+    return 0
+
+
+STATUS_SECTIONS = {
+    "Work": (
+        "pending",
+        "queue_depth",
+        "scheduled_retries",
+        "overdue",
+        "dead_letter",
+        "oldest_undelivered_age_seconds",
+    ),
+    "Counts": (
+        "accepted",
+        "delivered",
+        "retried",
+        "crashed",
+        "dead_lettered",
+        "rejected",
+        "unattributed",
+        "ignored",
+        "duplicate",
+    ),
+    "Latest": ("last_delivered_at", "last_error", "last_error_at"),
+}
+
+
+def _status_table(data: dict[str, Any]) -> str:
+    width = max(len(k) for k in data)
+    lines = []
+    for title, keys in STATUS_SECTIONS.items():
+        lines.append(title)
+        for key in keys:
+            value = data.get(key)
+            lines.append(f"  {key.replace('_', ' '):<{width}}  {'-' if value is None else value}")
+    return "\n".join(lines)
+
+
+def _dlq(ledger: Ledger, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        entries = reports.dead_letters(ledger)
+        print(json.dumps(entries, indent=2) if args.json else _table(entries))
+        return 0
+    if args.action == "show":
+        entry = reports.dead_letter_entry(ledger, args.id)
+        if entry is None:
+            raise CliError(f"no dead-letter entry {args.id!r}")
+        print(json.dumps(entry, indent=2))
+        return 0
+    if args.all == bool(args.ids):
+        raise CliError(f"dlq {args.action}: give entry ids or --all (not both)")
+    ids = ledger.dead_letter_ids() if args.all else args.ids
+    done = ledger.replay(ids) if args.action == "replay" else ledger.purge(ids)
+    verb = "replayed" if args.action == "replay" else "purged"
+    print(f"{verb} {len(done)} entr{'y' if len(done) == 1 else 'ies'}")
+    skipped = [i for i in ids if i not in done]
+    unknown = [i for i in skipped if ledger.get(i) is None]
+    for entry_id in set(skipped) - set(unknown):
+        state = (ledger.get(entry_id) or {}).get("status", "unknown")
+        print(
+            f"refbridge: {entry_id} is not dead-lettered (status {state}); left as is",
+            file=sys.stderr,
+        )
+    if unknown:
+        raise CliError(f"no such entry: {', '.join(unknown)}")
+    return 0
+
+
+def _table(entries: list[dict[str, Any]]) -> str:
+    if not entries:
+        return "dead-letter queue is empty"
+    rows = [("ID", "REASON", "STATUS", "ATTEMPTS", "LAST ATTEMPT")]
+    rows += [
+        (
+            e["id"],
+            e["reason"] or "-",
+            str(e["status"] or "-"),
+            str(e["attempts"]),
+            e["lastAttemptAt"] or "-",
+        )
+        for e in entries
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)

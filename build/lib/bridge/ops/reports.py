@@ -1,0 +1,119 @@
+"""What `refbridge status` and `refbridge dlq` show: read-only views of the ledger."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from bridge.delivery.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger, item_key
+from bridge.delivery.stats import STATS, totals
+
+# Due this long ago and still not claimed: no worker is sweeping.
+OVERDUE_AFTER = 5.0
+
+
+def _snapshot(ledger: Ledger) -> tuple[dict[str, str], dict[str, float | None]]:
+    r, now = ledger.redis, time.time()
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(STATS)
+    pipe.zcount(DUE, "-inf", now)
+    pipe.zcard(DUE)
+    pipe.zcount(DUE, "-inf", now - OVERDUE_AFTER)
+    pipe.zcard(RETRY)
+    pipe.zcard(DLQ)
+    pipe.zrange(UNDELIVERED, 0, 0, withscores=True)
+    stats, queued, pending, overdue, retries, dead, oldest = pipe.execute()
+    counters = {k.decode(): v.decode() for k, v in stats.items()}
+    gauges: dict[str, float | None] = {
+        "queue_depth": queued,
+        "pending": pending,
+        "overdue": overdue,
+        "scheduled_retries": retries,
+        "dead_letter": dead,
+        "oldest_undelivered_age_seconds": round(now - oldest[0][1], 1) if oldest else None,
+    }
+    return counters, gauges
+
+
+GAUGE_DOCS = {
+    "queue_depth": "Items due now and waiting for a worker to claim them",
+    "pending": "Conversions and IPN messages not yet delivered, verified or dead-lettered",
+    "overdue": "Items due for more than 5 s that no worker has claimed",
+    "scheduled_retries": "Items waiting for a scheduled retry",
+    "dead_letter": "Entries in the dead-letter queue",
+    "oldest_undelivered_age_seconds": "Age of the oldest item not yet delivered",
+}
+
+
+def metrics_state(ledger: Ledger) -> tuple[dict[str, str], dict[str, tuple[str, float]]]:
+    """Counters and gauges for the Prometheus collector."""
+    counters, gauges = _snapshot(ledger)
+    return counters, {k: (GAUGE_DOCS[k], v or 0.0) for k, v in gauges.items()}
+
+
+def status(ledger: Ledger) -> dict[str, Any]:
+    """Queue depth, scheduled retries, dead letters and the outcome counters."""
+    counters, gauges = _snapshot(ledger)
+    sums = totals(counters)
+    return {
+        **gauges,
+        "delivered": sums.get("postbacks.delivered", 0),
+        "rejected": sums.get("webhooks.rejected", 0),
+        "unattributed": sums.get("webhooks.unattributed", 0),
+        "ignored": sums.get("webhooks.ignored", 0),
+        "duplicate": sums.get("webhooks.duplicate", 0),
+        "accepted": sums.get("webhooks.accepted", 0),
+        "retried": sums.get("postbacks.retried", 0) + sums.get("verifications.retried", 0),
+        "crashed": sums.get("postbacks.crashed", 0) + sums.get("verifications.crashed", 0),
+        "dead_lettered": sums.get("postbacks.dead_lettered", 0)
+        + sums.get("verifications.dead_lettered", 0),
+        "last_delivered_at": _iso(counters.get("last_delivered_at")),
+        "last_error": counters.get("last_error") or None,
+        "last_error_at": _iso(counters.get("last_error_at")),
+    }
+
+
+def _iso(value: str | float | None) -> str | None:
+    if not value:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(value)))
+
+
+def dead_letter_entry(ledger: Ledger, entry_id: str) -> dict[str, Any] | None:
+    """One dead-letter entry in full, or None when `entry_id` is not dead-lettered."""
+    if ledger.redis.zscore(DLQ, item_key(entry_id)) is None:
+        return None
+    item = ledger.get(entry_id) or {}
+    return {
+        "id": entry_id,
+        "externalId": item.get("external_id"),
+        "kind": item.get("kind"),
+        "provider": item.get("provider"),
+        "providerEventId": item.get("event_id"),
+        "reason": item.get("reason"),
+        "status": int(item["last_status"]) if item.get("last_status") else None,
+        "response": item.get("last_error") or None,
+        "attempts": int(item.get("attempts", 0)),
+        "replays": int(item.get("replays", 0)),
+        "firstAttemptAt": _iso(item.get("first_attempt_at")),
+        "lastAttemptAt": _iso(item.get("last_attempt_at")),
+        "deadLetteredAt": _iso(item.get("dead_at")),
+        "payload": _payload(item.get("payload")),
+    }
+
+
+def _payload(text: str | None) -> Any:
+    """The stored payload as JSON; a payload that is not JSON (a corrupt item) as its text."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def dead_letters(ledger: Ledger) -> list[dict[str, Any]]:
+    """Every dead-letter entry, oldest first."""
+    entries = (dead_letter_entry(ledger, i) for i in ledger.dead_letter_ids())
+    return [e for e in entries if e is not None]

@@ -1,0 +1,251 @@
+"""`refbridge run`: embedded Redis (when REDIS_URL is unset), web and worker, stopped together."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import structlog
+
+from bridge.logs import configure_logging
+from bridge.ops.embedded_redis import EmbeddedRedis
+from bridge.ops.preflight import check_port_free, check_redis, lock_data_dir, redis_address
+from bridge.ops.process_tree import die_with_parent
+from bridge.ops.readiness import Readiness, probe_host
+from bridge.redis_client import connect
+from config import ConfigError, Settings
+
+log = structlog.get_logger("refbridge.run")
+
+# How much nicer than the web the worker runs. Under a burst the web's 200s come first: a
+# webhook left unanswered is resent, and an endpoint that keeps timing out gets disabled, while
+# a delivery can wait a few seconds. With both on the same cores, the web then acknowledges
+# about twice as fast while the worker delivers (bench/NOTES.md, figure 1 with the worker);
+# the worker still gets ~10 % of a contended CPU and all of an idle one.
+WORKER_NICE = 10
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# What each child gets from the kernel when we die without stopping it (SIGKILL, a crash).
+# gunicorn's SIGTERM shutdown is bounded (graceful_timeout). Celery's warm shutdown is not when
+# its broker is gone, as the embedded Redis is then too (seen: a worker that stayed for
+# minutes); an attempt cut short is taken up again by the ledger, like any crashed one.
+DEATH_SIGNALS = {"web": signal.SIGTERM, "worker": signal.SIGKILL}
+
+
+def _children(host: str, port: int, concurrency: int, worker_name: str) -> dict[str, list[str]]:
+    python = sys.executable
+    web = ["-m", "gunicorn", "-c", "python:bridge.web.gunicorn_conf", "--bind", f"{host}:{port}"]
+    worker = ["-m", "celery", "-A", "celery_app", "--quiet", "worker", "--loglevel", "INFO"]
+    return {
+        "web": [python, *web, "--workers", "2", "bridge:create_app()"],
+        "worker": [python, *worker, "--concurrency", str(concurrency), "-n", worker_name],
+    }
+
+
+@dataclass
+class Tree:
+    """What one `refbridge run` started; every process gets SIGTERM from the kernel if we die."""
+
+    data_dir: Path
+    lock: IO[str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    redis: EmbeddedRedis | None = None
+    stop_requested: bool = False
+    # Known before a hang-up: a terminal that is gone no longer answers isatty().
+    terminal_fds: tuple[int, ...] = field(default_factory=lambda: _terminal_fds())
+
+    def request_stop(self, signum: int, _: object) -> None:
+        """Signal handler: the main loop stops everything in order."""
+        self.stop_requested = True
+        if signum == signal.SIGHUP:
+            _leave_terminal(self.terminal_fds)
+
+    def start_redis(self) -> str:
+        """Start the embedded Redis under the data directory; its URL, also in redis.url."""
+        self.redis = EmbeddedRedis(self.data_dir.resolve()).start(pass_fds=(self.lock.fileno(),))
+        url_file = self.data_dir / "redis.url"
+        url_file.with_suffix(".tmp").write_text(self.redis.url + "\n")
+        url_file.with_suffix(".tmp").replace(url_file)  # `refbridge status` never reads half
+        return self.redis.url
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        """Start one child in its own session: a Ctrl-C reaches us only, we stop them in order."""
+        self.procs[name] = subprocess.Popen(
+            cmd,
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent(DEATH_SIGNALS[name]),
+            # The lock goes with them: a run's data directory stays locked while any of it lives.
+            pass_fds=(self.lock.fileno(),),
+        )
+
+    def exited(self) -> str | None:
+        """The name of a child that is no longer running, if any (Redis included)."""
+        if self.redis and self.redis.process and self.redis.process.poll() is not None:
+            return "redis"
+        return next((n for n, p in self.procs.items() if p.poll() is not None), None)
+
+    def stop(self) -> None:
+        """Stop web, worker, then Redis (they write to it until they are gone)."""
+        for name in ("web", "worker"):
+            if name in self.procs:
+                _stop(self.procs[name])
+        if self.redis:
+            self.redis.stop()
+            (self.data_dir / "redis.url").unlink(missing_ok=True)
+
+
+def run(settings: Settings, host: str, port: int | None, concurrency: int, data_dir: Path) -> int:
+    """Check, start everything, wait for a stop signal (or a child's death), stop; exit status."""
+    configure_logging()
+    settings.require("REFCAMPAIGN_API_KEY")
+    web_port = port or _env_port()
+    lock = lock_data_dir(data_dir)
+    try:
+        check_port_free(host, web_port)
+        if settings.redis_url:
+            check_redis(settings.redis_url)
+        tree = Tree(data_dir, lock)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, tree.request_stop)
+        try:
+            return _run_tree(tree, settings, host, web_port, concurrency)
+        finally:
+            tree.stop()
+            log.info("refbridge_stopped")
+    finally:
+        lock.close()
+
+
+def _run_tree(tree: Tree, settings: Settings, host: str, port: int, concurrency: int) -> int:
+    env = dict(os.environ)
+    if settings.redis_url:
+        redis_url, where = settings.redis_url, "REDIS_URL"
+    else:
+        redis_url, where = tree.start_redis(), f"embedded, {tree.data_dir}"
+        env["REDIS_URL"] = redis_url
+        log.info("embedded_redis_started", url=redis_url, data_dir=str(tree.data_dir), aof=True)
+    worker_name = f"refbridge-{secrets.token_hex(4)}@{socket.gethostname()}"
+    for name, cmd in _children(host, port, concurrency, worker_name).items():
+        if not tree.stop_requested:
+            tree.start(name, cmd, env)
+    if tree.stop_requested:
+        return 0
+    # Celery imports for about a second before it forks its pool: the pool inherits this.
+    worker_nice = yield_cpu(tree.procs["worker"].pid)
+    web = f"http://{host}:{port}"
+    log.info("refbridge_starting", web=web, pids=_pids(tree), worker_nice=worker_nice)
+    readyz = f"http://{probe_host(host)}:{port}/readyz"
+    ready = Readiness(readyz, connect(redis_url), worker_name)
+    return _watch(tree, ready, web=web, redis=f"{redis_address(redis_url)} ({where})")
+
+
+def _watch(tree: Tree, ready: Readiness, **ready_line: str) -> int:
+    """Until a stop is asked for or a child exits: say once when the service is ready."""
+    announced = False
+    while not tree.stop_requested:
+        dead = tree.exited()
+        if dead:
+            code = _child_exited(tree, dead)
+            if code is not None:
+                return code
+        if not announced and ready.check():
+            announced = True
+            log.info("refbridge_ready", **ready_line, seconds=ready.seconds())
+        time.sleep(0.2)
+    return 0
+
+
+def _child_exited(tree: Tree, name: str) -> int | None:
+    """A child died on its own: the exit status to stop everything with, or None to go on.
+
+    For now every such death stops the run (status 1); a child restarted here instead would
+    make this return None.
+    """
+    proc = tree.redis.process if name == "redis" and tree.redis else tree.procs.get(name)
+    log.error("process_exited", process=name, code=proc.returncode if proc else None)
+    return 1
+
+
+def _env_port() -> int:
+    raw = os.environ.get("PORT") or "8000"
+    if not (raw.isascii() and raw.isdigit() and 0 < int(raw) < 65536):
+        raise ConfigError("PORT", "expected a TCP port number (1-65535)")
+    return int(raw)
+
+
+def _pids(tree: Tree) -> dict[str, int]:
+    pids = {n: p.pid for n, p in tree.procs.items()}
+    if tree.redis and tree.redis.process:
+        pids["redis"] = tree.redis.process.pid
+    return pids
+
+
+def _terminal_fds() -> tuple[int, ...]:
+    return tuple(fd for fd in (1, 2) if os.isatty(fd))
+
+
+def _leave_terminal(fds: tuple[int, ...]) -> None:
+    """After a hang-up our terminal is gone: writing to it would fail, so write nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in fds:
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def yield_cpu(pid: int, steps: int = WORKER_NICE) -> int | None:
+    """Make process `pid`, a session leader just started, `steps` nicer than it is (at most 19).
+
+    Under load it then gets less CPU than its siblings (the web); children it forks later
+    (Celery's pool) inherit the niceness. Linux's autogroup (on when processes live in the root
+    CPU cgroup) first shares the CPU between sessions and applies a process's own niceness only
+    within its session, so the niceness of the session, new and at 0, is set to `steps` too.
+    Returns the process's niceness now, or None when it could not be changed (logged).
+    """
+    try:
+        nice = min(19, os.getpriority(os.PRIO_PROCESS, pid) + steps)
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except OSError as exc:
+        log.warning("worker_priority_unchanged", error=type(exc).__name__)
+        return None
+    _set_session_nice(pid, steps)
+    return nice
+
+
+def _set_session_nice(pid: int, nice: int) -> None:
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    for _ in range(5):
+        try:
+            autogroup.write_text(str(nice))
+            return
+        except FileNotFoundError:
+            return  # no autogroup (another OS, or a kernel without it): the niceness is what counts
+        except BlockingIOError:
+            # EAGAIN: without CAP_SYS_ADMIN, one such change per 100 ms on the whole machine.
+            time.sleep(0.1)
+        except OSError as exc:
+            log.warning("worker_session_priority_unchanged", error=type(exc).__name__)
+            return
+    log.warning("worker_session_priority_unchanged", error="BlockingIOError")
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # Whatever it forked and left behind (it led its own process group) goes too.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

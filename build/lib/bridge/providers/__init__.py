@@ -1,0 +1,1 @@
+"""Provider-specific verification and mapping: one package per provider."""

@@ -1,0 +1,1 @@
+"""PayPal: IPN messages (parsing, charsets, dates, verification body, mapping)."""

@@ -1,0 +1,1 @@
+"""Stripe: webhook signatures and the event -> conversion mapping."""

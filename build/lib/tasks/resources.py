@@ -1,0 +1,35 @@
+"""What each worker process keeps for its attempts: made after fork, once per process."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from celery import Celery
+
+from bridge.delivery.attempts import BATCH, Worker
+from bridge.delivery.http_client import new_session
+from bridge.delivery.ledger import Ledger
+from bridge.redis_client import connect
+from config import Settings
+
+_local: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def current_worker(app: Celery) -> Worker:
+    """This process's Worker: Redis client and HTTP session made after fork, once per pid."""
+    with _lock:
+        if _local.get("pid") != os.getpid():
+            settings: Settings = app.conf.refbridge_settings
+            _local["worker"] = Worker(
+                ledger=Ledger(connect(settings.redis_url or "", watched=True)),
+                session=new_session(pool_size=BATCH),
+                settings=settings,
+                threads=ThreadPoolExecutor(max_workers=BATCH, thread_name_prefix="attempt"),
+            )
+            _local["pid"] = os.getpid()
+        worker: Worker = _local["worker"]
+        return worker
