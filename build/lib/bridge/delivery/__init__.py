@@ -1,1 +1,0 @@
-"""Delivery: recording what arrived, the ledger in Redis, attempts and their outcomes."""

@@ -1,1 +1,0 @@
-"""Operations: the refbridge command, refbridge run, metrics and reports."""

@@ -1,1 +1,0 @@
-"""Provider-specific verification and mapping: one package per provider."""

@@ -1,1 +1,0 @@
-"""PayPal: IPN messages (parsing, charsets, dates, verification body, mapping)."""

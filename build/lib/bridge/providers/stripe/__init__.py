@@ -1,1 +1,0 @@
-"""Stripe: webhook signatures and the event -> conversion mapping."""

@@ -1,1 +1,0 @@
-"""The web process: app factory, webhook routes, health and metrics, the gunicorn set-up."""

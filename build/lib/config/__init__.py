@@ -1,5 +1,0 @@
-"""Configuration of refbridge: `Settings.from_env()`."""
-
-from config.settings import ConfigError, Settings
-
-__all__ = ["ConfigError", "Settings"]
