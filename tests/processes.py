@@ -116,10 +116,10 @@ class WebProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"web exited early:\n{self.output()[-3000:]}")
             try:
-                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
                     return self
-            except requests.ConnectionError:
-                pass
+            except requests.RequestException:
+                pass  # not listening yet, or slow to answer on a loaded machine: ask again
             time.sleep(0.1)
         raise RuntimeError(f"web not ready:\n{self.output()[-3000:]}")
 

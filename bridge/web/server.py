@@ -17,6 +17,7 @@ from typing import Any
 
 import gevent
 from gevent.local import local
+from gunicorn import util
 from gunicorn.http.body import Body
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -66,15 +67,24 @@ class DeadlineWorker(GeventWorker):  # type: ignore[misc]
         return gevent.Timeout(REQUEST_WITHIN, False)
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
-        if not self._receive_body(req, sock):
-            raise StopIteration  # gunicorn's way to end the connection after a request
-        return super().handle_request(listener_name, req, sock, addr)
+        self._clock.unread = False
+        try:
+            if not self._receive_body(req, sock):
+                raise StopIteration  # gunicorn's way to end the connection after a request
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            if self._clock.unread:
+                # A body left unread (a 413, or a 408): closed at once, the kernel would
+                # answer the rest with a reset, which can destroy the answer before the client
+                # reads it. Half-close, drain a little (at most 2 s, 64 KiB), then close.
+                util.close_graceful(sock)
 
     def _receive_body(self, req: Any, sock: Any) -> bool:
         """Read the body within what is left of the deadline; False after answering 408."""
         if _content_length(req) >= BUFFER_LIMIT:
             # The route answers 413 without reading it; the rest is never read either.
             req.must_close = True
+            self._clock.unread = True
             return True
         if req._expected_100_continue:
             sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -86,12 +96,13 @@ class DeadlineWorker(GeventWorker):  # type: ignore[misc]
         except gevent.Timeout:
             self.log.info("request_timeout: body not received within %s s", REQUEST_WITHIN)
             sock.sendall(TIMED_OUT)
+            self._clock.unread = True
             return False
         req.body = Body(_Received(data))
-        # One request per connection, as gunicorn's sync workers did (and a longer chunked body
-        # leaves its rest unread). Measured with keep-alive (bench/NOTES.md): 16 kept-alive
-        # connections gave both the bridge and a bare Flask app a p99 of 150-235 ms on 2 cores;
-        # closed, 16-40 ms. Webhook senders gain little from keep-alive, and no idle connection
-        # then waits on a greenlet.
+        self._clock.unread = len(data) >= BUFFER_LIMIT  # a longer chunked body
+        # One request per connection, as gunicorn's sync workers did. Measured with keep-alive
+        # (bench/NOTES.md): 16 kept-alive connections gave both the bridge and a bare Flask app
+        # a p99 of 150-235 ms on 2 cores; closed, 16-54 ms. Webhook senders gain little from
+        # keep-alive, and no idle connection then waits on a greenlet.
         req.must_close = True
         return True

@@ -826,7 +826,10 @@ def raw_exchange(port: int, data: bytes, close_early: bool = False, timeout: flo
             pass  # the server answered and closed before reading everything: read that answer
         if close_early:
             return b""
-        sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # already reset by the server: read what it answered before that
         chunks = []
         try:
             while chunk := sock.recv(65536):
