@@ -55,6 +55,9 @@ class Claim:
 
 # Nudges queued at once by webhooks; each nudged task claims a batch, so a few are enough.
 MAX_NUDGES = 8
+# Items per retry-now script call: each call holds Redis for its items only, so pulling a
+# backlog of millions forward never blocks the web's writes for long.
+RETRY_NOW_CHUNK = 500
 
 
 class Ledger:
@@ -69,6 +72,7 @@ class Ledger:
         self._replay = client.register_script(ledger_scripts.REPLAY)
         self._purge = client.register_script(ledger_scripts.PURGE)
         self._drop = client.register_script(ledger_scripts.DROP)
+        self._retry_now = client.register_script(ledger_scripts.RETRY_NOW)
 
     def enqueue(
         self,
@@ -177,6 +181,29 @@ class Ledger:
         now = time.time()
         keys = (DUE, DLQ, UNDELIVERED)
         return [i for i in ids if self._replay(keys=[item_key(i), *keys], args=[now])]
+
+    def retry_now(self, ids: Iterable[str], claim_batch: int) -> dict[str, str]:
+        """Make the scheduled retries among `ids` due now, then nudge the workers.
+
+        Returns a word per id: 'now' (it was a scheduled retry), 'missing', 'running' (an
+        attempt holds it: left alone, it must not run twice at once), 'due' (already due),
+        or the status of an item that has no work left ('delivered', 'dead', ...).
+        """
+        words: dict[str, str] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), RETRY_NOW_CHUNK):
+            chunk = unique[start : start + RETRY_NOW_CHUNK]
+            keys = [item_key(i) for i in chunk]
+            answer = self._retry_now(keys=[DUE, RETRY], args=[time.time(), *keys])
+            words.update(zip(chunk, (_text(w) for w in answer), strict=True))
+            if any(_text(w) == "now" for w in answer):
+                self.nudge(claim_batch)
+        return words
+
+    def scheduled_retry_ids(self) -> list[str]:
+        """Ids of the items waiting for a scheduled retry, read in small steps (ZSCAN)."""
+        found = self.redis.zscan_iter(RETRY, count=RETRY_NOW_CHUNK)
+        return list(dict.fromkeys(item_id(_text(key)) for key, _ in found))
 
     def purge(self, ids: Iterable[str]) -> list[str]:
         """Delete dead-lettered items; the ids that were deleted."""

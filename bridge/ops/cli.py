@@ -1,4 +1,5 @@
-"""The `refbridge` command: run the service, show its state, work the dead-letter queue."""
+"""The `refbridge` command: run the service, show its state, work the dead-letter queue,
+pull scheduled retries forward."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import redis
 
+from bridge.delivery.attempts import BATCH
 from bridge.delivery.ledger import Ledger
 from bridge.ops import reports
 from bridge.ops.preflight import RunRefused
@@ -54,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         cmd = dlq.add_parser(action, parents=[data_dir])
         cmd.add_argument("ids", nargs="*")
         cmd.add_argument("--all", action="store_true")
+    retry_now = sub.add_parser(
+        "retry-now",
+        parents=[data_dir],
+        help="make scheduled retries due now (after an outage is fixed)",
+    )
+    retry_now.add_argument("ids", nargs="*")
+    retry_now.add_argument("--all", action="store_true")
+    retry_now.add_argument("--json", action="store_true")
     return parser
 
 
@@ -68,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ledger = Ledger(connect(_redis_url(_settings(), args.data_dir)))
         if args.command == "status":
             return _status(ledger, args.json)
+        if args.command == "retry-now":
+            return _retry_now(ledger, args)
         return _dlq(ledger, args)
     except ConfigError as exc:
         print(f"refbridge: configuration error: {exc}", file=sys.stderr)
@@ -178,6 +190,38 @@ def _dlq(ledger: Ledger, args: argparse.Namespace) -> int:
         )
     if unknown:
         raise CliError(f"no such entry: {', '.join(unknown)}")
+    return 0
+
+
+# Why an id given to `retry-now` was left as is, by the word the ledger answered.
+NOT_RETRIED = {
+    "running": "an attempt is running now",
+    "due": "already due; a worker takes it next",
+}
+
+
+def _retry_now(ledger: Ledger, args: argparse.Namespace) -> int:
+    if args.all == bool(args.ids):
+        raise CliError("retry-now: give item ids or --all (not both)")
+    ids = ledger.scheduled_retry_ids() if args.all else args.ids
+    words = ledger.retry_now(ids, BATCH)
+    done = [i for i, word in words.items() if word == "now"]
+    if args.json:
+        print(json.dumps({"retried_now": len(done), "ids": done}))
+    else:
+        print(f"retried now: {len(done)}")
+    if args.all:
+        return 0  # what changed since the list was read needs no note
+    unknown = [i for i, word in words.items() if word == "missing"]
+    for item, word in words.items():
+        if word not in ("now", "missing"):
+            why = NOT_RETRIED.get(word, f"status {word}")
+            print(
+                f"refbridge: {item} is not scheduled for a retry ({why}); left as is",
+                file=sys.stderr,
+            )
+    if unknown:
+        raise CliError(f"no such item: {', '.join(unknown)}")
     return 0
 
 

@@ -87,7 +87,9 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        # A read timeout too: whatever else listens on the port (it was taken while Redis was
+        # down) may accept and never answer, and the start must still fail within `timeout`.
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -95,7 +97,7 @@ class EmbeddedRedis:
             try:
                 if client.ping():
                     return self
-            except redis.exceptions.ConnectionError:
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 time.sleep(0.05)
             except redis.exceptions.BusyLoadingError:
                 time.sleep(0.05)

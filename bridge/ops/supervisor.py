@@ -1,4 +1,8 @@
-"""`refbridge run`: embedded Redis (when REDIS_URL is unset), web and worker, stopped together."""
+"""`refbridge run`: embedded Redis (when REDIS_URL is unset), web and worker, stopped together.
+
+A child that dies is started again, with backoff; only a configuration error or a child that
+keeps exiting at once stops the run (see `_child_exited`).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from typing import IO
 import structlog
 
 from bridge.logs import configure_logging
-from bridge.ops.embedded_redis import EmbeddedRedis
+from bridge.ops.embedded_redis import EmbeddedRedis, RedisStartError
 from bridge.ops.preflight import check_port_free, check_redis, lock_data_dir, redis_address
 from bridge.ops.process_tree import die_with_parent
 from bridge.ops.readiness import Readiness, probe_host
@@ -37,6 +41,17 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # its broker is gone, as the embedded Redis is then too (seen: a worker that stayed for
 # minutes); an attempt cut short is taken up again by the ledger, like any crashed one.
 DEATH_SIGNALS = {"web": signal.SIGTERM, "worker": signal.SIGKILL}
+# A child that dies sooner than this after its start failed "at once": restarting it again and
+# again would only fill the log, so MAX_QUICK_EXITS of those in a row stop the run.
+QUICK_EXIT = 10.0
+MAX_QUICK_EXITS = 5
+# The wait before a restart: RESTART_DELAY, doubled for each quick exit in a row, at most
+# RESTART_DELAY_MAX. A child that ran a while (a crash, an OOM kill) comes back at once.
+RESTART_DELAY = 0.5
+RESTART_DELAY_MAX = 30.0
+# Exit statuses that mean the configuration is invalid (gunicorn's for a worker that cannot
+# boot, the Celery worker's for our ConfigError): a restart would fail the same way.
+CONFIG_ERROR_EXITS = {"web": 3, "worker": 2}
 
 
 def _children(host: str, port: int, concurrency: int, worker_name: str) -> dict[str, list[str]]:
@@ -50,6 +65,18 @@ def _children(host: str, port: int, concurrency: int, worker_name: str) -> dict[
 
 
 @dataclass
+class Life:
+    """One child's restarts: when it last started, its quick exits in a row, its next start."""
+
+    started: float = field(default_factory=time.monotonic)
+    quick_exits: int = 0
+    restarts: int = 0
+    code: int | None = None
+    delay: float = 0.0
+    restart_at: float | None = None
+
+
+@dataclass
 class Tree:
     """What one `refbridge run` started; every process gets SIGTERM from the kernel if we die."""
 
@@ -58,6 +85,11 @@ class Tree:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     redis: EmbeddedRedis | None = None
     stop_requested: bool = False
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    lives: dict[str, Life] = field(default_factory=dict)
+    # Why a child's death stopped the run: the one line printed once everything is stopped.
+    failure: str | None = None
     # Known before a hang-up: a terminal that is gone no longer answers isatty().
     terminal_fds: tuple[int, ...] = field(default_factory=lambda: _terminal_fds())
 
@@ -69,6 +101,7 @@ class Tree:
 
     def start_redis(self) -> str:
         """Start the embedded Redis under the data directory; its URL, also in redis.url."""
+        self.lives["redis"] = Life()
         self.redis = EmbeddedRedis(self.data_dir.resolve()).start(pass_fds=(self.lock.fileno(),))
         url_file = self.data_dir / "redis.url"
         url_file.with_suffix(".tmp").write_text(self.redis.url + "\n")
@@ -77,6 +110,8 @@ class Tree:
 
     def start(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
         """Start one child in its own session: a Ctrl-C reaches us only, we stop them in order."""
+        self.commands[name], self.env = cmd, env
+        self.lives.setdefault(name, Life()).started = time.monotonic()
         self.procs[name] = subprocess.Popen(
             cmd,
             env=env,
@@ -87,10 +122,40 @@ class Tree:
         )
 
     def exited(self) -> str | None:
-        """The name of a child that is no longer running, if any (Redis included)."""
-        if self.redis and self.redis.process and self.redis.process.poll() is not None:
-            return "redis"
-        return next((n for n, p in self.procs.items() if p.poll() is not None), None)
+        """A child (Redis included) that is no longer running and waits for no restart, if any."""
+        return next(
+            (n for n in self.lives if self.exit_code(n) is not None and not self._waits(n)), None
+        )
+
+    def exit_code(self, name: str) -> int | None:
+        """A child's exit status, or None while it runs."""
+        proc = self.redis.process if name == "redis" and self.redis else self.procs.get(name)
+        return proc.poll() if proc else None
+
+    def _waits(self, name: str) -> bool:
+        return self.lives[name].restart_at is not None
+
+    def restart(self, name: str) -> int:
+        """Start a child that died again, as it was started (Redis: same port and data); its pid.
+
+        Whatever the dead one left in its process group goes first (a worker's pool, gunicorn's
+        workers). The new one is set up like the first: its own session, the parent-death
+        signal and the lock, so a SIGKILLed run still leaves nothing behind.
+        """
+        life = self.lives[name]
+        life.restart_at = None
+        life.restarts += 1
+        life.started = time.monotonic()
+        if name == "redis" and self.redis and self.redis.process:
+            _kill_group(self.redis.process.pid)
+            self.redis.start(pass_fds=(self.lock.fileno(),))
+            return self.redis.process.pid
+        _kill_group(self.procs[name].pid)
+        self.start(name, self.commands[name], self.env)
+        pid = self.procs[name].pid
+        if name == "worker":
+            yield_cpu(pid)
+        return pid
 
     def stop(self) -> None:
         """Stop web, worker, then Redis (they write to it until they are gone)."""
@@ -116,12 +181,15 @@ def run(settings: Settings, host: str, port: int | None, concurrency: int, data_
         for signum in STOP_SIGNALS:
             signal.signal(signum, tree.request_stop)
         try:
-            return _run_tree(tree, settings, host, web_port, concurrency)
+            code = _run_tree(tree, settings, host, web_port, concurrency)
         finally:
             tree.stop()
-            log.info("refbridge_stopped")
+            log.info("refbridge_stopped", restarts=_restarts(tree))
     finally:
         lock.close()
+    if tree.failure:
+        print(f"refbridge: {tree.failure}", file=sys.stderr, flush=True)
+    return code
 
 
 def _run_tree(tree: Tree, settings: Settings, host: str, port: int, concurrency: int) -> int:
@@ -156,6 +224,7 @@ def _watch(tree: Tree, ready: Readiness, **ready_line: str) -> int:
             code = _child_exited(tree, dead)
             if code is not None:
                 return code
+        _restart_due(tree)
         if not announced and ready.check():
             announced = True
             log.info("refbridge_ready", **ready_line, seconds=ready.seconds())
@@ -166,12 +235,58 @@ def _watch(tree: Tree, ready: Readiness, **ready_line: str) -> int:
 def _child_exited(tree: Tree, name: str) -> int | None:
     """A child died on its own: the exit status to stop everything with, or None to go on.
 
-    For now every such death stops the run (status 1); a child restarted here instead would
-    make this return None.
+    It is restarted after a delay (see RESTART_DELAY), unless its exit status says that its
+    configuration is invalid or it exited at once MAX_QUICK_EXITS times in a row: then
+    `tree.failure` says why, in one line.
     """
-    proc = tree.redis.process if name == "redis" and tree.redis else tree.procs.get(name)
-    log.error("process_exited", process=name, code=proc.returncode if proc else None)
-    return 1
+    life = tree.lives[name]
+    life.code = tree.exit_code(name)
+    log.error("process_exited", process=name, code=life.code)
+    if life.code == CONFIG_ERROR_EXITS.get(name):
+        tree.failure = (
+            f"{name} exited with status {life.code}: its configuration is invalid "
+            "(its own error is above); stopping"
+        )
+        return 1
+    quick = time.monotonic() - life.started < QUICK_EXIT
+    life.quick_exits = life.quick_exits + 1 if quick else 0
+    if life.quick_exits >= MAX_QUICK_EXITS:
+        tree.failure = (
+            f"{name} exited within {QUICK_EXIT:g} s of starting {life.quick_exits} times in a "
+            f"row (last status {life.code}); stopping"
+        )
+        return 1
+    life.delay = min(RESTART_DELAY_MAX, RESTART_DELAY * 2**life.quick_exits)
+    life.restart_at = time.monotonic() + life.delay
+    return None
+
+
+def _restart_due(tree: Tree) -> None:
+    """Restart the children whose delay is over."""
+    for name, life in tree.lives.items():
+        if life.restart_at is None or time.monotonic() < life.restart_at:
+            continue
+        try:
+            pid = tree.restart(name)
+        except RedisStartError as exc:
+            # Counted like any other exit at once: the next look finds it dead.
+            if tree.redis:
+                tree.redis.kill()
+            log.error("process_restart_failed", process=name, error=str(exc))
+            continue
+        log.warning(
+            "process_restarted",
+            process=name,
+            code=life.code,
+            attempt=life.quick_exits + 1,
+            delay=life.delay,
+            restarts=life.restarts,
+            pid=pid,
+        )
+
+
+def _restarts(tree: Tree) -> dict[str, int]:
+    return {name: life.restarts for name, life in tree.lives.items() if life.restarts}
 
 
 def _env_port() -> int:
@@ -244,8 +359,12 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    # Whatever it forked and left behind (it led its own process group) goes too.
+    _kill_group(proc.pid)
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL what a child forked and left behind (it led its own process group)."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass

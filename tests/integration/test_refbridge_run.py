@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import json
 import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import sys
 import termios
@@ -319,16 +321,155 @@ def test_ready_line_then_a_second_run_is_refused_in_one_line(tmp_path, refcampai
         assert first.stop() == 0, first.output()[-3000:]
 
 
-def test_a_child_that_dies_stops_everything(tmp_path, refcampaign):
+def children_named(run: Run, word: str) -> list[psutil.Process]:
+    """The direct children of `refbridge run` whose command line has `word`."""
+    return [p for p in psutil.Process(run.proc.pid).children() if word in " ".join(p.cmdline())]
+
+
+def wait_for_line(run: Run, text: str, timeout: float = 60.0, count: int = 1) -> str:
+    """The output once `text` appears in it `count` times."""
+    deadline = time.monotonic() + timeout
+    while run.output().count(text) < count:
+        assert time.monotonic() < deadline, f"no {text!r} in:\n{run.output()[-3000:]}"
+        time.sleep(0.2)
+    return run.output()
+
+
+def test_a_worker_killed_is_restarted_and_deliveries_go_on(tmp_path, refcampaign):
+    port = free_port()
+    run = Run(tmp_path, run_env(refcampaign), "--port", str(port))
+    seen: list[psutil.Process] = []
+    try:
+        run.wait_ready()
+        seen = run.tree()
+        [worker] = children_named(run, "celery")
+        os.killpg(worker.pid, signal.SIGKILL)  # the main process and its pool, as an OOM kill
+        output = wait_for_line(run, '"process_restarted"')
+        [restarted] = [json.loads(ln) for ln in output.splitlines() if "process_restarted" in ln]
+        assert restarted["process"] == "worker"
+        assert restarted["code"] == -signal.SIGKILL
+        assert restarted["restarts"] == 1
+        # Killed within QUICK_EXIT of its start, it may count as a quick exit: 0.5 s or 1 s.
+        assert restarted["attempt"] in (1, 2) and restarted["delay"] <= 1
+        [new_worker] = children_named(run, "celery")
+        assert new_worker.pid != worker.pid
+        assert new_worker.nice() == min(19, psutil.Process().nice() + WORKER_NICE)
+        post_checkout(f"http://127.0.0.1:{port}", 7)
+        assert [p["externalId"] for p in refcampaign.wait_for(1, timeout=60)] == ["cs_run_7"]
+        assert run.proc.poll() is None, "the run went on"
+        seen += run.tree()
+        # Restarted children die with the run like the first ones: nothing is left.
+        run.proc.kill()
+        run.proc.wait(10)
+        assert not wait_gone(seen, timeout=15), "survivors of a SIGKILLed refbridge run"
+    finally:
+        for p in alive(seen):
+            p.kill()
+        run.stop()
+    assert "Traceback" not in run.output()
+
+
+def test_redis_killed_is_restarted_on_its_port_with_its_data(tmp_path, refcampaign):
+    port = free_port()
+    env = run_env(refcampaign)
+    run = Run(tmp_path, env, "--port", str(port))
+    try:
+        run.wait_ready()
+        post_checkout(f"http://127.0.0.1:{port}", 8)
+        refcampaign.wait_for(1, timeout=30)
+        url = (tmp_path / ".refbridge" / "redis.url").read_text()
+        [redis_server] = children_named(run, "redis-server")
+        time.sleep(1.5)  # appendfsync everysec
+        redis_server.kill()
+        wait_for_line(run, '"process_restarted"')
+        [again] = children_named(run, "redis-server")
+        assert again.pid != redis_server.pid
+        assert (tmp_path / ".refbridge" / "redis.url").read_text() == url
+        status = cli(tmp_path, env, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert '"delivered": 1' in status.stdout, "the same data"
+        # The web reconnects by itself and records again.
+        deadline = time.monotonic() + 30
+        while True:
+            body = stripe_body(event("checkout.session.completed", session("cs_run_9"), 9))
+            answer = requests.post(
+                f"http://127.0.0.1:{port}/webhooks/stripe",
+                data=body,
+                headers=stripe_headers(body),
+                timeout=10,
+            )
+            if answer.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert answer.status_code == 200, answer.text
+    finally:
+        assert run.stop() == 0, run.output()[-3000:]
+
+
+def test_a_child_that_keeps_failing_at_once_stops_the_run_in_one_line(tmp_path, refcampaign):
     run = Run(tmp_path, run_env(refcampaign), "--port", str(free_port()))
-    run.wait_ready()
-    tree = run.tree()
-    worker = next(p for p in tree if "celery" in " ".join(p.cmdline()) and p.ppid() == run.proc.pid)
-    worker.kill()
-    assert run.proc.wait(60) == 1
-    assert not wait_gone(tree, timeout=15)
+    tree: list[psutil.Process] = []
+    try:
+        run.wait_ready()
+        tree = run.tree()
+        [redis_server] = children_named(run, "redis-server")
+        redis_url = (tmp_path / ".refbridge" / "redis.url").read_text().strip()
+        redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        # Something else takes Redis's port as soon as it dies: each restart fails at once.
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            redis_server.kill()
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    squatter.bind(("127.0.0.1", redis_port))
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the port never came free"
+                    time.sleep(0.01)
+            squatter.listen()
+            assert run.proc.wait(90) == 1
+        assert not wait_gone(tree, timeout=15)
+    finally:
+        run.stop(signal.SIGKILL)
+        for p in alive(tree):
+            p.kill()
+    output = run.output()
+    assert output.count('"process_exited"') == 5  # the kill, then four restarts that failed
+    assert output.count('"process_restart_failed"') == 4
+    failures = [line for line in output.splitlines() if line.startswith("refbridge: ")]
+    assert failures == [
+        "refbridge: redis exited within 10 s of starting 5 times in a row (last status 1); stopping"
+    ]
+    assert output.rstrip().endswith(failures[0]), "the last word"
     assert not (tmp_path / ".refbridge" / "redis.url").exists()
-    assert '"process_exited"' in run.output()
+
+
+def test_a_configuration_error_on_restart_stops_the_run_in_one_line(tmp_path, refcampaign):
+    run = Run(tmp_path, run_env(refcampaign), "--port", str(free_port()))
+    tree: list[psutil.Process] = []
+    try:
+        run.wait_ready()
+        tree = run.tree()
+        # The configuration went bad since the run started (children read `.env` at start).
+        (tmp_path / ".env").write_text("DELIVERY_TIMEOUT=abc\n")
+        [worker] = children_named(run, "celery")
+        os.killpg(worker.pid, signal.SIGKILL)
+        assert run.proc.wait(60) == 1
+        assert not wait_gone(tree, timeout=15)
+    finally:
+        run.stop(signal.SIGKILL)
+        for p in alive(tree):
+            p.kill()
+    output = run.output()
+    assert output.count('"process_restarted"') == 1
+    # The worker's own line says what is wrong; the run's last line, why it stopped.
+    assert output.splitlines()[-1] == (
+        "refbridge: worker exited with status 2: its configuration is invalid "
+        "(its own error is above); stopping"
+    )
+    assert "refbridge: configuration error: DELIVERY_TIMEOUT: expected a number" in output
+    assert "Traceback" not in output
 
 
 def test_unreachable_redis_url_is_one_line_without_the_password(tmp_path, refcampaign):
