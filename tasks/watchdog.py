@@ -41,10 +41,11 @@ from bridge.redis_client import REDIS_ERRORS
 from tasks.resources import current_worker
 
 CHECK_EVERY = 5.0
-# Work due and nudged, an idle pool, nothing received: this long and the consumer is stuck. Long
-# enough for a consumer's own reconnection after a short Redis restart, short enough to act
-# within a minute (STALL plus one CHECK_EVERY).
-STALL = 30.0
+# Work due and nudged, an idle pool, nothing received: this long and the consumer is stuck.
+# Longer than kombu's longest wait between reconnection attempts (30 s, after a long outage), so
+# a consumer still on its way back is left to it; short enough to act within a minute (STALL
+# plus one CHECK_EVERY).
+STALL = 35.0
 # The exit status that tells the supervisor (`refbridge run`, systemd, the platform) to restart.
 EXIT_STUCK = 70  # EX_SOFTWARE
 STUCK = stat("worker", outcome="consumer_stuck")
