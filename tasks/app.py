@@ -18,7 +18,7 @@ from bridge.logs import configure_logging
 from bridge.ops.readiness import WORKER_READY_TTL, worker_ready_key
 from bridge.redis_client import REDIS_ERRORS, Reachability, connect, reachability
 from config import Settings
-from tasks import process, sweeper
+from tasks import process, sweeper, watchdog
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -49,6 +49,7 @@ def make_celery(settings: Settings) -> Celery:
     _quiet_broker_retries(reachability(settings.redis_url or ""))
     process.register(app)
     sweeper.install(app)
+    watchdog.install(app)
     return app
 
 

@@ -147,6 +147,7 @@ STATUS_SECTIONS = {
         "unattributed",
         "ignored",
         "duplicate",
+        "consumer_stuck",
     ),
     "Latest": ("last_delivered_at", "last_error", "last_error_at"),
 }

@@ -35,6 +35,11 @@ COUNTERS = {
         "IPN verification attempts, by outcome",
         ("outcome",),
     ),
+    "worker": (
+        "refbridge_worker_events",
+        "Worker self-healing events (consumer_stuck: a worker restarted itself), by outcome",
+        ("outcome",),
+    ),
 }
 
 

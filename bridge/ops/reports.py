@@ -68,6 +68,7 @@ def status(ledger: Ledger) -> dict[str, Any]:
         "crashed": sums.get("postbacks.crashed", 0) + sums.get("verifications.crashed", 0),
         "dead_lettered": sums.get("postbacks.dead_lettered", 0)
         + sums.get("verifications.dead_lettered", 0),
+        "consumer_stuck": sums.get("worker.consumer_stuck", 0),
         "last_delivered_at": _iso(counters.get("last_delivered_at")),
         "last_error": counters.get("last_error") or None,
         "last_error_at": _iso(counters.get("last_error_at")),
