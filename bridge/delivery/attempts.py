@@ -16,7 +16,7 @@ import structlog
 from bridge.conversion import Conversion, Ignored, Rejected
 from bridge.delivery import intake
 from bridge.delivery.http_client import post_conversion, verify_ipn
-from bridge.delivery.ledger import Claim, Ledger
+from bridge.delivery.ledger import WORKER_DIED, Claim, Claimed, Ledger
 from bridge.delivery.outcomes import (
     Crashed,
     DeadLetter,
@@ -61,12 +61,36 @@ def process_due(worker: Worker, took_nudge: bool = True) -> int:
     """Claim due items in batches and run an attempt at each, concurrently; how many ran."""
     started, done = time.monotonic(), 0
     while True:
-        claims = worker.ledger.claim(run_lease(worker.settings), BATCH, took_nudge)
+        claimed = worker.ledger.claim(run_lease(worker.settings), BATCH, took_nudge)
         took_nudge = False
+        log_deaths(claimed)
+        claims = claimed.claims
         list(worker.threads.map(lambda claim: process_item(worker, claim), claims))
         done += len(claims)
-        if len(claims) < BATCH or time.monotonic() - started > BATCH_LOOP_SECONDS:
+        # A suspect comes alone (see lua/claim.lua): more work may be waiting behind it.
+        more = len(claims) == BATCH or any(c.died_in for c in claims)
+        if not more or time.monotonic() - started > BATCH_LOOP_SECONDS:
             return done
+
+
+def log_deaths(claimed: Claimed) -> None:
+    """One `worker_died` line per item whose previous attempt never finished: a suspect now
+    attempted alone (`counted` when it died alone before), or dead-lettered at its last death."""
+    for claim in [*claimed.claims, *claimed.dead]:
+        if not claim.died_in:
+            continue
+        item = claim.item
+        dead = not claim.token
+        (log.error if dead else log.warning)(
+            WORKER_DIED,
+            item=claim.item_id,
+            externalId=item.get("external_id"),
+            provider_event_id=item.get("event_id"),
+            attempt=int(_number(item, "attempts", 0)),
+            deaths=int(_number(item, "deaths", 0)),
+            counted=claim.died_in == "alone",
+            outcome="dead_lettered" if dead else "attempted_alone",
+        )
 
 
 def process_item(worker: Worker, claim: Claim) -> str:

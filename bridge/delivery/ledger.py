@@ -21,12 +21,26 @@ RETRY = "rb:retry"
 UNDELIVERED = "rb:undelivered"
 NUDGES = "rb:nudges"
 REJECTED = "rb:rejected"
+# "<lease end> <item key>" of the one suspect in flight (see lua/claim.lua).
+SUSPECT = "rb:suspect"
 SEEN_TTL = 30 * 24 * 3600
 KEEP_DONE = 30 * 24 * 3600
 REJECTED_KEEP = 1000
 # How long the seen marker of a message proved not genuine stays: long enough to answer a burst
 # of replays without asking PayPal again, short enough that varied forgeries cannot pile up.
 KEEP_INVALID = 3600
+# Deaths of its worker, each while it was attempted alone, that dead-letter an item.
+MAX_DEATHS = 3
+WORKER_DIED = "worker_died"
+# How many due items one claim looks through for its batch: suspects are skipped while another
+# is in flight, and must not hide the items behind them.
+SCAN_PER_ITEM = 8
+_DEATH_STATS = (
+    stat("postbacks", outcome=WORKER_DIED),
+    stat("postbacks", outcome="dead_lettered", reason=WORKER_DIED),
+    stat("verifications", outcome=WORKER_DIED),
+    stat("verifications", outcome="dead_lettered"),
+)
 
 
 def item_key(item_id: str) -> str:
@@ -46,11 +60,25 @@ def new_token() -> str:
 
 @dataclass(frozen=True)
 class Claim:
-    """An item claimed for one attempt: its id, the claim's token and the item's fields."""
+    """An item claimed for one attempt: its id, the claim's token and the item's fields.
+
+    `died_in` is "" when the item's previous attempt finished, else how that attempt was claimed
+    when its worker died under it: "batch" (beside others) or "alone" (as a suspect).
+    """
 
     item_id: str
     token: str
     item: dict[str, str]
+    died_in: str = ""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What one claim did: the items taken for an attempt, and those dead-lettered instead
+    (reason `worker_died`: their worker died under them MAX_DEATHS times)."""
+
+    claims: list[Claim]
+    dead: list[Claim]
 
 
 # Nudges queued at once by webhooks; each nudged task claims a batch, so a few are enough.
@@ -91,15 +119,21 @@ class Ledger:
         keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES]
         return bool(self._enqueue(keys=keys, args=argv))
 
-    def claim(self, lease: float, limit: int, took_nudge: bool = False) -> list[Claim]:
-        """Claim up to `limit` due items for an attempt each, leased for `lease` seconds."""
+    def claim(self, lease: float, limit: int, took_nudge: bool = False) -> Claimed:
+        """Claim up to `limit` due items for an attempt each, leased for `lease` seconds.
+
+        An item whose previous attempt never finished is claimed alone (see lua/claim.lua).
+        """
         now = time.time()
         argv: list[Any] = [now, now + lease, new_token(), limit, "1" if took_nudge else "0"]
-        flat = self._claim(keys=[DUE, RETRY, NUDGES], args=argv)
-        return [
-            Claim(item_id(_text(key)), _text(token), _fields(fields))
-            for key, token, fields in zip(flat[::3], flat[1::3], flat[2::3], strict=True)
-        ]
+        argv += [limit * SCAN_PER_ITEM, MAX_DEATHS, *_DEATH_STATS]
+        keys = [DUE, RETRY, NUDGES, SUSPECT, DLQ, STATS, UNDELIVERED]
+        flat = self._claim(keys=keys, args=argv)
+        claimed = Claimed([], [])
+        for key, token, fields, died_in in zip(*(flat[i::4] for i in range(4)), strict=True):
+            claim = Claim(item_id(_text(key)), _text(token), _fields(fields), _text(died_in))
+            (claimed.claims if claim.token else claimed.dead).append(claim)
+        return claimed
 
     def nudge(self, batch: int, most: int = MAX_NUDGES) -> int:
         """Queue enough nudges for the work that is due now; how many were queued."""
@@ -159,7 +193,7 @@ class Ledger:
         argv: list[Any] = [claim.token, time.time(), outcome, when, counter]
         for name, value in fields.items():
             argv += [name, value]
-        keys = [item_key(claim.item_id), DUE, DLQ, STATS, RETRY, UNDELIVERED]
+        keys = [item_key(claim.item_id), DUE, DLQ, STATS, RETRY, UNDELIVERED, SUSPECT]
         pipe = self.redis.pipeline(transaction=False)
         self._finish_script(keys=keys, args=argv, client=pipe)
         if latest:
@@ -173,7 +207,7 @@ class Ledger:
 
     def discard(self, claim: Claim, seen: str, counter: str = "") -> bool:
         """Delete a pending item, keeping only its `seen` marker for KEEP_INVALID seconds."""
-        keys = [item_key(claim.item_id), DUE, UNDELIVERED, STATS, seen]
+        keys = [item_key(claim.item_id), DUE, UNDELIVERED, STATS, seen, SUSPECT]
         return bool(self._drop(keys=keys, args=[counter, KEEP_INVALID]))
 
     def replay(self, ids: Iterable[str]) -> list[str]:

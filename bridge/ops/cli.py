@@ -142,6 +142,7 @@ STATUS_SECTIONS = {
         "delivered",
         "retried",
         "crashed",
+        "worker_died",
         "dead_lettered",
         "rejected",
         "unattributed",

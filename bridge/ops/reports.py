@@ -66,6 +66,8 @@ def status(ledger: Ledger) -> dict[str, Any]:
         "accepted": sums.get("webhooks.accepted", 0),
         "retried": sums.get("postbacks.retried", 0) + sums.get("verifications.retried", 0),
         "crashed": sums.get("postbacks.crashed", 0) + sums.get("verifications.crashed", 0),
+        "worker_died": sums.get("postbacks.worker_died", 0)
+        + sums.get("verifications.worker_died", 0),
         "dead_lettered": sums.get("postbacks.dead_lettered", 0)
         + sums.get("verifications.dead_lettered", 0),
         "consumer_stuck": sums.get("worker.consumer_stuck", 0),
@@ -97,6 +99,7 @@ def dead_letter_entry(ledger: Ledger, entry_id: str) -> dict[str, Any] | None:
         "response": item.get("last_error") or None,
         "attempts": int(item.get("attempts", 0)),
         "replays": int(item.get("replays", 0)),
+        "deaths": int(item.get("deaths", 0)),
         "firstAttemptAt": _iso(item.get("first_attempt_at")),
         "lastAttemptAt": _iso(item.get("last_attempt_at")),
         "deadLetteredAt": _iso(item.get("dead_at")),

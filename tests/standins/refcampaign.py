@@ -2,15 +2,19 @@
 
 401 without the right Bearer key; 422 for any payload the docs rule out; idempotent on
 `externalId` ("Conversion already tracked"). Tests can script answers (503, 429 + Retry-After,
-422, 409, slow or no answer) for the next requests with `script()`.
+422, 409, slow or no answer) for the next requests with `script()`, and make one conversion kill
+the worker that posts it with `kill_on()` (what a payload that runs it out of memory would do).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +86,8 @@ class RefCampaignHandler(Handler):
         with server.lock:
             server.requests.append(self.record(body))
             scripted = server.scripted.pop(0) if server.scripted else server.default
+        if server.kill_if_posting(body):
+            return  # no answer: the worker that would read it is gone
         if scripted is not None:
             if scripted.delay:
                 time.sleep(scripted.delay)
@@ -134,6 +140,32 @@ class RefCampaign(StandInServer):
         self.scripted: list[Scripted] = []
         self.default: Scripted | None = None
         self.arrived = threading.Condition(self.lock)
+        self.killer: tuple[str, Callable[[], int | None]] | None = None
+        self.kills = 0
+
+    def kill_on(self, external_id: str, group: Callable[[], int | None]) -> None:
+        """SIGKILL the process group `group()` names whenever the postback of `external_id`
+        arrives, before answering it."""
+        with self.lock:
+            self.killer = (external_id, group)
+
+    def kill_if_posting(self, body: bytes) -> bool:
+        """Kill the worker's process group if `body` is the fatal conversion; whether it did."""
+        with self.lock:
+            killer = self.killer
+        try:
+            external_id = json.loads(body).get("externalId")
+        except (ValueError, AttributeError):
+            return False
+        if killer is None or external_id != killer[0] or (group := killer[1]()) is None:
+            return False
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        with self.lock:
+            self.kills += 1
+        return True
 
     def script(self, *answers: Scripted) -> None:
         """Answer the next requests with `answers`, in order, then normally again."""
@@ -163,3 +195,5 @@ class RefCampaign(StandInServer):
             self.conversions.clear()
             self.scripted.clear()
             self.default = None
+            self.killer = None
+            self.kills = 0

@@ -1,28 +1,98 @@
--- KEYS: due, retry, nudges.  ARGV: now, lease_until, token_prefix, limit, took_nudge.
--- Claims up to `limit` due items for attempts: new token, lease, attempt count.
--- Returns {key, token, {field, value, ...}, ...}.
+-- KEYS: due, retry, nudges, suspect, dlq, stats, undelivered.
+-- ARGV: now, lease_until, token_prefix, limit, took_nudge, scan, max_deaths,
+--       died_stat, dead_stat (conversions), died_stat, dead_stat (IPN messages).
+-- Claims up to `limit` due items for attempts: new token, lease, attempt count, `in_flight`.
+-- Returns {key, token, {field, value, ...}, died_in, ...}: `died_in` is '' when the item's last
+-- attempt finished, else how it was claimed when its worker died ('batch' or 'alone'); token ''
+-- marks an item dead-lettered here instead of claimed (its worker died under it too often).
+--
+-- Deaths. Every claim sets `in_flight` and every finish clears it, so an item that is due with
+-- `in_flight` still set is one whose lease ran out on an attempt that never ended: its worker
+-- died (OOM, SIGKILL, a segfault). The items in flight beside it died too, through no fault of
+-- their own, so a death in a batch only makes the items suspects. A suspect is claimed alone
+-- (nothing else in its batch) and holds the `suspect` slot: one suspect in flight at a time in
+-- the whole system, since a kill may take every pool process of a worker. Only a death while
+-- alone counts (`deaths`); the max_deaths-th dead-letters the item with reason `worker_died`.
 if ARGV[5] == '1' and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
   redis.call('DECR', KEYS[3])
 end
-local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[4])
-local out = {}
+local now = tonumber(ARGV[1])
+
+-- Not HINCRBY: a corrupt count would stop the script halfway, its batch half claimed.
+local function count(key, field)
+  local n = tonumber(redis.call('HGET', key, field))
+  if not n or n < 0 or n > 1e9 or n ~= math.floor(n) then return 0 end
+  return n
+end
+
+-- Free when empty, expired (its holder's lease ran out) or held by `key` itself.
+local function slot_free(key)
+  local held = redis.call('GET', KEYS[4])
+  if not held then return true end
+  local lease_end, holder = string.match(held, '^(%S+) (.*)$')
+  return holder == key or not tonumber(lease_end) or tonumber(lease_end) <= now
+end
+
+local function claim(key, i, in_flight)
+  local token = ARGV[3] .. ':' .. i
+  redis.call('ZADD', KEYS[1], ARGV[2], key)
+  redis.call('ZREM', KEYS[2], key)
+  redis.call('HSET', key, 'attempts', count(key, 'attempts') + 1, 'token', token,
+    'last_attempt_at', ARGV[1], 'in_flight', in_flight)
+  redis.call('HSETNX', key, 'first_attempt_at', ARGV[1])
+  return token
+end
+
+local function dead_letter(key, deaths, stat)
+  local error = 'worker died during ' .. deaths .. ' attempts'
+  redis.call('ZREM', KEYS[1], key)
+  redis.call('ZREM', KEYS[7], key)
+  redis.call('ZADD', KEYS[5], ARGV[1], key)
+  redis.call('HSET', key, 'status', 'dead', 'dead_at', ARGV[1], 'reason', 'worker_died',
+    'last_error', error, 'token', '')
+  redis.call('HDEL', key, 'in_flight')
+  if string.match(redis.call('GET', KEYS[4]) or '', ' (.*)$') == key then
+    redis.call('DEL', KEYS[4])
+  end
+  redis.call('HINCRBY', KEYS[6], stat, 1)
+  redis.call('HSET', KEYS[6], 'last_error', error, 'last_error_at', ARGV[1])
+end
+
+local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[6])
+local limit, taken, out = tonumber(ARGV[4]), 0, {}
 for i, key in ipairs(keys) do
-  if redis.call('HGET', key, 'status') == 'pending' then
-    local token = ARGV[3] .. ':' .. i
-    redis.call('ZADD', KEYS[1], ARGV[2], key)
-    redis.call('ZREM', KEYS[2], key)
-    -- Not HINCRBY: a corrupt count would stop the script halfway, its batch half claimed.
-    local attempts = tonumber(redis.call('HGET', key, 'attempts'))
-    if not attempts or attempts < 0 or attempts > 1e9 or attempts ~= math.floor(attempts) then
-      attempts = 0
-    end
-    redis.call('HSET', key, 'attempts', attempts + 1, 'token', token, 'last_attempt_at', ARGV[1])
-    redis.call('HSETNX', key, 'first_attempt_at', ARGV[1])
+  if taken >= limit then break end
+  local state = redis.call('HMGET', key, 'status', 'in_flight', 'kind')
+  if state[1] ~= 'pending' then
+    redis.call('ZREM', KEYS[1], key)
+  elseif not state[2] then
+    local token = claim(key, i, 'batch')
+    taken = taken + 1
     table.insert(out, key)
     table.insert(out, token)
     table.insert(out, redis.call('HGETALL', key))
-  else
-    redis.call('ZREM', KEYS[1], key)
+    table.insert(out, '')
+  elseif taken == 0 and slot_free(key) then
+    local died, dead = ARGV[8], ARGV[9]
+    if state[3] == 'ipn' then died, dead = ARGV[10], ARGV[11] end
+    local deaths = count(key, 'deaths')
+    if state[2] == 'alone' then
+      deaths = deaths + 1
+      redis.call('HSET', key, 'deaths', deaths)
+      redis.call('HINCRBY', KEYS[6], died, 1)
+    end
+    local token = ''
+    if deaths >= tonumber(ARGV[7]) then
+      dead_letter(key, deaths, dead)
+    else
+      token = claim(key, i, 'alone')
+      redis.call('SET', KEYS[4], ARGV[2] .. ' ' .. key)
+    end
+    table.insert(out, key)
+    table.insert(out, token)
+    table.insert(out, redis.call('HGETALL', key))
+    table.insert(out, state[2])
+    if token ~= '' then break end
   end
 end
 return out

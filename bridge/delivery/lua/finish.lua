@@ -1,8 +1,10 @@
--- KEYS: item, due, dlq, stats, retry, undelivered.
+-- KEYS: item, due, dlq, stats, retry, undelivered, suspect.
 -- ARGV: token, now, outcome, when, stat, field, value, ...
 -- outcome: 'retry' (only for the current claim; `when` = next due time), 'done' (delivered /
 -- verified / rejected; `when` = seconds to keep the item for duplicate detection), 'dead'
 -- (dead-letter). A 'done' from a stale claim still counts: the postback happened.
+-- Every applied outcome clears `in_flight` (the attempt ended: its worker did not die under it)
+-- and frees the suspect slot if this item held it (see claim.lua).
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == false then return 0 end
 local current = redis.call('HGET', KEYS[1], 'token') == ARGV[1]
@@ -31,4 +33,7 @@ for i = 6, #ARGV, 2 do
   end
 end
 if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
+redis.call('HDEL', KEYS[1], 'in_flight')
+local held = redis.call('GET', KEYS[7])
+if held and string.sub(held, -#KEYS[1] - 1) == ' ' .. KEYS[1] then redis.call('DEL', KEYS[7]) end
 return 1

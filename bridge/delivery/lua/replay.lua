@@ -4,6 +4,8 @@ redis.call('ZREM', KEYS[3], KEYS[1])
 redis.call('HSET', KEYS[1], 'status', 'pending', 'window_start', ARGV[1], 'next_due', ARGV[1],
   'replayed_at', ARGV[1], 'token', '')
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
+-- A fresh start: its deaths (claim.lua) count again from none.
+redis.call('HDEL', KEYS[1], 'deaths', 'in_flight')
 redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1])
 redis.call('ZADD', KEYS[4], ARGV[1], KEYS[1])
 return 1
