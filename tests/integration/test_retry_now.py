@@ -175,7 +175,7 @@ def test_retry_now_all_works_through_a_large_backlog_in_steps(redis_url, cli):
     later = time.time() + 3600
     for n in range(count):
         ledger.enqueue(f"cs_bulk_{n}", f"rb:seen:test:bulk_{n}", {"kind": "conversion"})
-    claims = ledger.claim(lease=30, limit=count)
+    claims = ledger.claim(lease=30, limit=count).claims
     assert len(claims) == count
     for claim in claims:
         ledger.schedule_retry(claim, later, "", {}, "503")
