@@ -56,6 +56,7 @@ class WorkerProcess:
             if "ready." in self.output(offset):
                 return self
             time.sleep(0.1)
+        self.kill()  # never leave a half-started worker behind
         raise RuntimeError(f"worker not ready:\n{self.output()[-3000:]}")
 
     def output(self, offset: int = 0) -> str:
@@ -121,6 +122,7 @@ class WebProcess:
             except requests.RequestException:
                 pass  # not listening yet, or slow to answer on a loaded machine: ask again
             time.sleep(0.1)
+        self.stop(timeout=5)  # never leave a half-started web process behind
         raise RuntimeError(f"web not ready:\n{self.output()[-3000:]}")
 
     def output(self) -> str:
