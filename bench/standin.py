@@ -62,6 +62,8 @@ class BenchRefCampaign(RefCampaign):
         self.scripted = []
         self.default = None
         self.arrived = threading.Condition(self.lock)
+        self.killer = None  # RefCampaign.kill_on: the tests' worker-killing switch, off here
+        self.kills = 0
 
 
 def main() -> None:
