@@ -85,18 +85,9 @@ def post_conversion(
     """POST one conversion; the classified answer. Never raises for network trouble."""
     headers = {"Authorization": f"Bearer {settings.refcampaign_api_key}"}
     url = settings.postback_url
-    try:
-        response = session.post(
-            url,
-            json=payload,
-            headers=headers,
-            timeout=settings.delivery_timeout,
-            allow_redirects=False,
-        )
-    except requests.Timeout:
-        return RetryLater(None, "timeout")
-    except requests.RequestException as exc:
-        return RetryLater(None, f"connection error: {type(exc).__name__}")
+    response = _post(session, url, settings.delivery_timeout, json=payload, headers=headers)
+    if isinstance(response, RetryLater):
+        return response
     conversion_id = None
     if 200 <= response.status_code < 300:
         try:
@@ -113,16 +104,25 @@ def post_conversion(
 def verify_ipn(session: requests.Session, settings: Settings, raw: bytes) -> Outcome:
     """Ask PayPal whether it sent `raw`: `cmd=_notify-validate&` + the exact bytes received."""
     url = settings.paypal_ipn_verify_url
+    response = _post(
+        session,
+        url,
+        settings.delivery_timeout,
+        data=verification_body(raw),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    if isinstance(response, RetryLater):
+        return response
+    return classify_verification(response.status_code, response.text, response.headers, url)
+
+
+def _post(
+    session: requests.Session, url: str, timeout: float, **request: Any
+) -> requests.Response | RetryLater:
+    """One POST that never follows a redirect; network trouble as a RetryLater, not raised."""
     try:
-        response = session.post(
-            url,
-            data=verification_body(raw),
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-            timeout=settings.delivery_timeout,
-            allow_redirects=False,
-        )
+        return session.post(url, timeout=timeout, allow_redirects=False, **request)
     except requests.Timeout:
         return RetryLater(None, "timeout")
     except requests.RequestException as exc:
         return RetryLater(None, f"connection error: {type(exc).__name__}")
-    return classify_verification(response.status_code, response.text, response.headers, url)
