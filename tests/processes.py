@@ -1,4 +1,4 @@
-"""Real processes for integration tests: a Celery worker, started and killed like in production."""
+"""Real processes for integration tests: the web and a Celery worker, started and killed."""
 
 from __future__ import annotations
 
@@ -12,18 +12,57 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class WorkerProcess:
+class _Process:
+    """A process in its own process group (a session), its output kept in a log file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, cmd: list[str]) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self.proc
+
+    def output(self, offset: int = 0) -> str:
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode("utf-8", "replace")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (main process and children), as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class WorkerProcess(_Process):
     """`celery -A celery_app worker` in its own process group, output kept in a log file."""
 
     def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2) -> None:
-        self.env = env
-        self.log_path = log_path
+        super().__init__(env, log_path)
         self.concurrency = concurrency
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> WorkerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = self.log_path.open("ab")
         # The Procfile's worker command, with mingle and gossip off to start faster.
         cmd = [
             sys.executable,
@@ -40,18 +79,10 @@ class WorkerProcess:
             "--without-mingle",
             "--without-gossip",
         ]
-        self.proc = subprocess.Popen(
-            cmd,
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        proc = self._spawn(cmd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 raise RuntimeError(f"worker exited early:\n{self.output()[-3000:]}")
             if "ready." in self.output(offset):
                 return self
@@ -59,40 +90,17 @@ class WorkerProcess:
         self.kill()  # never leave a half-started worker behind
         raise RuntimeError(f"worker not ready:\n{self.output()[-3000:]}")
 
-    def output(self, offset: int = 0) -> str:
-        if not self.log_path.exists():
-            return ""
-        with self.log_path.open("rb") as fh:
-            fh.seek(offset)
-            return fh.read().decode("utf-8", "replace")
-
-    def kill(self) -> None:
-        """SIGKILL the whole worker (main process and pool children), as a crash would."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
 
 # The Procfile's web command, less its bind address.
 WEB_ARGS = ["-c", "python:bridge.web.gunicorn_conf", "--workers", "2"]
 
 
-class WebProcess:
+class WebProcess(_Process):
     """The Procfile's gunicorn web process on a free port, output kept in a log file."""
 
     def __init__(self, env: dict[str, str], log_path: Path, port: int) -> None:
-        self.env = env
-        self.log_path = log_path
+        super().__init__(env, log_path)
         self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -101,20 +109,11 @@ class WebProcess:
     def start(self, timeout: float = 30.0) -> WebProcess:
         import requests
 
-        log = self.log_path.open("ab")
         cmd = [sys.executable, "-m", "gunicorn", *WEB_ARGS, "--bind", f"127.0.0.1:{self.port}"]
-        self.proc = subprocess.Popen(
-            [*cmd, "bridge:create_app()"],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        proc = self._spawn([*cmd, "bridge:create_app()"])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 raise RuntimeError(f"web exited early:\n{self.output()[-3000:]}")
             try:
                 if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
@@ -124,15 +123,3 @@ class WebProcess:
             time.sleep(0.1)
         self.stop(timeout=5)  # never leave a half-started web process behind
         raise RuntimeError(f"web not ready:\n{self.output()[-3000:]}")
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
