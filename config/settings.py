@@ -19,6 +19,8 @@ _NO_VALUES: tuple[str, ...] = ()
 PAYPAL_LIVE_VERIFY_URL = "https://ipnpb.paypal.com/cgi-bin/webscr"
 PAYPAL_SANDBOX_VERIFY_URL = "https://ipnpb.sandbox.paypal.com/cgi-bin/webscr"
 PAYPAL_LIVE_HOSTS = frozenset({"ipnpb.paypal.com", "www.paypal.com", "ipn.paypal.com"})
+PAYPAL_LIVE_API_URL = "https://api-m.paypal.com"
+STRIPE_API_URL = "https://api.stripe.com"
 
 
 class ConfigError(Exception):
@@ -63,6 +65,14 @@ def _whole_seconds(variable: str, raw: str) -> int:
     # 0 would switch the signature's age check off (the SDK skips it): never allow that.
     if not _WHOLE_SECONDS.fullmatch(text) or int(text) < 1:
         raise ConfigError(variable, f"expected a whole number of seconds >= 1, got {raw!r}")
+    return int(text)
+
+
+def _interval(variable: str, raw: str) -> int:
+    """Whole seconds, 0 meaning off."""
+    text = raw.strip(" \t\r\n")
+    if not _WHOLE_SECONDS.fullmatch(text):
+        raise ConfigError(variable, f"expected a whole number of seconds (0 = off), got {raw!r}")
     return int(text)
 
 
@@ -143,6 +153,14 @@ class Settings:
     delivery_timeout: float = 10.0
     recurring_conversions: bool = True
     metrics_bearer_token: str | None = field(default=None, repr=False)
+    paypal_webhook_id: str | None = None
+    paypal_client_id: str | None = field(default=None, repr=False)
+    paypal_client_secret: str | None = field(default=None, repr=False)
+    paypal_api_url: str = PAYPAL_LIVE_API_URL
+    stripe_api_key: str | None = field(default=None, repr=False)
+    stripe_api_url: str = STRIPE_API_URL
+    catchup_interval: int = 0
+    catchup_window: int = 259200
 
     @property
     def postback_url(self) -> str:
@@ -200,6 +218,15 @@ class Settings:
             delivery_timeout=read("DELIVERY_TIMEOUT", _timeout, 10.0),
             recurring_conversions=read("RECURRING_CONVERSIONS", _boolean, True),
             metrics_bearer_token=read("METRICS_BEARER_TOKEN", _token, None),
+            paypal_webhook_id=read("PAYPAL_WEBHOOK_ID", _token, None),
+            paypal_client_id=read("PAYPAL_CLIENT_ID", _token, None),
+            paypal_client_secret=read("PAYPAL_CLIENT_SECRET", _token, None),
+            # The client secret and the OAuth token travel to it: https unless loopback.
+            paypal_api_url=read("PAYPAL_API_URL", _https_unless_loopback, PAYPAL_LIVE_API_URL),
+            stripe_api_key=read("STRIPE_API_KEY", _token, None),
+            stripe_api_url=read("STRIPE_API_URL", _https_unless_loopback, STRIPE_API_URL),
+            catchup_interval=read("CATCHUP_INTERVAL", _interval, 0),
+            catchup_window=read("CATCHUP_WINDOW", _whole_seconds, 259200),
         )
         if settings.delivery_backoff_max < settings.delivery_backoff_base:
             raise ConfigError("DELIVERY_BACKOFF_MAX", "must not be below DELIVERY_BACKOFF_BASE")

@@ -10,6 +10,8 @@ from config import ConfigError, Settings
 
 API_KEY = "rc_live_supersecret_9f3a1c"
 STRIPE_SECRET = "whsec_supersecret_b7e2"
+PAYPAL_SECRET = "EGnHDxD_qRPdaLdZz8iCr8N7_MzF-YHPTkjs6NKYQvQSBngp4PTTVWkPZRbL"
+STRIPE_KEY = "rk_live_51restrictedsecret"
 REDIS_WITH_PASSWORD = "redis://:redis-pass-4c1d@cache.internal:6379/0"
 
 TABLE = (
@@ -26,6 +28,14 @@ TABLE = (
     "DELIVERY_TIMEOUT",
     "RECURRING_CONVERSIONS",
     "METRICS_BEARER_TOKEN",
+    "PAYPAL_WEBHOOK_ID",
+    "PAYPAL_CLIENT_ID",
+    "PAYPAL_CLIENT_SECRET",
+    "PAYPAL_API_URL",
+    "STRIPE_API_KEY",
+    "STRIPE_API_URL",
+    "CATCHUP_INTERVAL",
+    "CATCHUP_WINDOW",
 )
 
 # (variable, attribute, documented default)
@@ -47,6 +57,14 @@ DEFAULTS = [
     ("DELIVERY_TIMEOUT", "delivery_timeout", 10),
     ("RECURRING_CONVERSIONS", "recurring_conversions", True),
     ("METRICS_BEARER_TOKEN", "metrics_bearer_token", None),
+    ("PAYPAL_WEBHOOK_ID", "paypal_webhook_id", None),
+    ("PAYPAL_CLIENT_ID", "paypal_client_id", None),
+    ("PAYPAL_CLIENT_SECRET", "paypal_client_secret", None),
+    ("PAYPAL_API_URL", "paypal_api_url", "https://api-m.paypal.com"),
+    ("STRIPE_API_KEY", "stripe_api_key", None),
+    ("STRIPE_API_URL", "stripe_api_url", "https://api.stripe.com"),
+    ("CATCHUP_INTERVAL", "catchup_interval", 0),
+    ("CATCHUP_WINDOW", "catchup_window", 259200),
 ]
 
 # (variable, raw value, attribute, expected value) — one row per variable of the table.
@@ -74,6 +92,24 @@ READS = [
     ("DELIVERY_TIMEOUT", "0.5", "delivery_timeout", 0.5),
     ("RECURRING_CONVERSIONS", "false", "recurring_conversions", False),
     ("METRICS_BEARER_TOKEN", " prom-token-81c2 ", "metrics_bearer_token", "prom-token-81c2"),
+    (
+        "PAYPAL_WEBHOOK_ID",
+        " WH-2WR32451HC0233532-67976317FL4543714 ",
+        "paypal_webhook_id",
+        "WH-2WR32451HC0233532-67976317FL4543714",
+    ),
+    ("PAYPAL_CLIENT_ID", "AYSq3RDGsmBLJE-otTkBtM", "paypal_client_id", "AYSq3RDGsmBLJE-otTkBtM"),
+    ("PAYPAL_CLIENT_SECRET", PAYPAL_SECRET, "paypal_client_secret", PAYPAL_SECRET),
+    (
+        "PAYPAL_API_URL",
+        "https://api-m.sandbox.paypal.com/",
+        "paypal_api_url",
+        "https://api-m.sandbox.paypal.com",
+    ),
+    ("STRIPE_API_KEY", STRIPE_KEY, "stripe_api_key", STRIPE_KEY),
+    ("STRIPE_API_URL", "http://127.0.0.1:12111", "stripe_api_url", "http://127.0.0.1:12111"),
+    ("CATCHUP_INTERVAL", "900", "catchup_interval", 900),
+    ("CATCHUP_WINDOW", "3600", "catchup_window", 3600),
 ]
 
 BAD_SECONDS = ["abc", "0", "-5", "", "nan", "inf", "1e400", "10s"]
@@ -128,6 +164,13 @@ BAD_VALUES = [
     ("REDIS_URL", "http://:redis-pass-4c1d@cache.internal:6379", "redis-pass-4c1d"),
     ("REDIS_URL", "127.0.0.1:6379", None),
     ("STRIPE_WEBHOOK_SECRET", "sk_live_51secretvalue", "sk_live_51secretvalue"),
+    ("PAYPAL_API_URL", "http://api-m.paypal.com", None),  # the client secret would go in clear
+    ("STRIPE_API_URL", "http://api.stripe.com", None),
+    ("CATCHUP_INTERVAL", "-1", None),
+    ("CATCHUP_INTERVAL", "15m", None),
+    ("CATCHUP_INTERVAL", "²", None),
+    ("CATCHUP_WINDOW", "0", None),
+    ("CATCHUP_WINDOW", "1.5", None),
     ("STRIPE_WEBHOOK_SECRET", f"{STRIPE_SECRET},not_a_whsec_value", STRIPE_SECRET),
 ]
 
@@ -307,9 +350,15 @@ def test_repr_never_shows_key_secrets_or_redis_url():
             "STRIPE_WEBHOOK_SECRET": f"{STRIPE_SECRET},whsec_second_7d",
             "REDIS_URL": REDIS_WITH_PASSWORD,
             "METRICS_BEARER_TOKEN": "prom-token-81c2",
+            "PAYPAL_CLIENT_ID": "AYSq3RDGsmBLJE-otTkBtM",
+            "PAYPAL_CLIENT_SECRET": PAYPAL_SECRET,
+            "STRIPE_API_KEY": STRIPE_KEY,
         }
     )
     for text in (repr(settings), str(settings)):
+        assert PAYPAL_SECRET not in text
+        assert "AYSq3RDGsmBLJE" not in text
+        assert STRIPE_KEY not in text
         assert API_KEY not in text
         assert STRIPE_SECRET not in text
         assert "whsec_" not in text
