@@ -18,7 +18,7 @@ from bridge.logs import configure_logging
 from bridge.ops.readiness import WORKER_READY_TTL, worker_ready_key
 from bridge.redis_client import REDIS_ERRORS, Reachability, connect, reachability
 from config import Settings
-from tasks import process, sweeper, watchdog
+from tasks import catchup, process, sweeper, watchdog
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -50,6 +50,7 @@ def make_celery(settings: Settings) -> Celery:
     process.register(app)
     sweeper.install(app)
     watchdog.install(app)
+    catchup.install(app)
     return app
 
 

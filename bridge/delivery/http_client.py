@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -69,9 +69,13 @@ class OutboundSession(requests.Session):
         return found
 
 
-def new_session(pool_size: int = 16) -> OutboundSession:
-    """A pooled keep-alive session; create one per process, after fork."""
-    session = OutboundSession()
+S = TypeVar("S", bound=OutboundSession)
+
+
+def new_session(pool_size: int = 16, kind: type[S] = OutboundSession) -> S:  # type: ignore[assignment]
+    """A pooled keep-alive session (an OutboundSession, or `kind` of one); one per process,
+    made after fork."""
+    session = kind()
     adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)

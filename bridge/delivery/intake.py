@@ -6,6 +6,7 @@ import base64
 import functools
 import hashlib
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bridge import json_text
@@ -46,6 +47,20 @@ def accept_conversion(
     if not conversion.attributed:
         ledger.count(stat("webhooks", provider=provider, outcome="unattributed"))
         return Unattributed()
+    seen, fields = _conversion_entry(conversion, provider, event_id, received_at)
+    recorded = ledger.enqueue(conversion.external_id, seen, fields, _intake_stats(provider))
+    return Accepted(conversion.external_id) if recorded else Duplicate()
+
+
+def seen_key(provider: str, event_id: str) -> str:
+    """The key that marks a provider's event as recorded, so that a resend is a duplicate."""
+    return f"rb:seen:{provider}:{event_id}"
+
+
+def _conversion_entry(
+    conversion: Conversion, provider: str, event_id: str, received_at: float
+) -> tuple[str, dict[str, str | float]]:
+    """The seen key and the ledger fields of a conversion."""
     fields: dict[str, str | float] = {
         "kind": "conversion",
         "provider": provider,
@@ -54,9 +69,49 @@ def accept_conversion(
         "payload": json_text.dumps(conversion.to_payload()),
         "received_at": received_at,
     }
-    seen = f"rb:seen:{provider}:{event_id}"
-    recorded = ledger.enqueue(conversion.external_id, seen, fields, _intake_stats(provider))
-    return Accepted(conversion.external_id) if recorded else Duplicate()
+    return seen_key(provider, event_id), fields
+
+
+def accept_conversions(
+    ledger: Ledger,
+    conversions: Sequence[tuple[Conversion, str]],
+    *,
+    provider: str,
+    received_at: float,
+    counter: str,
+    counts: Mapping[str, int],
+) -> list[IntakeResult]:
+    """`accept_conversion` for each (conversion, event id), in one Redis round trip.
+
+    Outcomes are counted under `counter` (labels provider, outcome: accepted, duplicate,
+    unattributed) rather than as webhooks; `counts` are added to their counters in the same trip.
+    """
+    entries: list[tuple[str, str, Mapping[str, str | int | float]]] = []
+    results: list[IntakeResult] = []
+    unattributed = 0
+    for conversion, event_id in conversions:
+        if not conversion.attributed:
+            unattributed += 1
+            continue
+        seen, fields = _conversion_entry(conversion, provider, event_id, received_at)
+        entries.append((conversion.external_id, seen, fields))
+    extra = dict(counts)
+    if unattributed:
+        field = stat(counter, provider=provider, outcome="unattributed")
+        extra[field] = extra.get(field, 0) + unattributed
+    stats = (
+        stat(counter, provider=provider, outcome="accepted"),
+        stat(counter, provider=provider, outcome="duplicate"),
+    )
+    recorded = iter(ledger.enqueue_many(entries, stats, extra))
+    for conversion, _ in conversions:
+        if not conversion.attributed:
+            results.append(Unattributed())
+        elif next(recorded):
+            results.append(Accepted(conversion.external_id))
+        else:
+            results.append(Duplicate())
+    return results
 
 
 @functools.cache

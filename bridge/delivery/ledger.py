@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +118,25 @@ class Ledger:
             argv += [name, value]
         keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES]
         return bool(self._enqueue(keys=keys, args=argv))
+
+    def enqueue_many(
+        self,
+        entries: Sequence[tuple[str, str, Mapping[str, str | int | float]]],
+        stats: tuple[str, str],
+        counts: Mapping[str, int],
+    ) -> list[bool]:
+        """`enqueue` each (item, seen, fields), and add `counts` to their counters: one round
+        trip for them all (catch-up records a page of events at a time)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for item, seen, fields in entries:
+            argv: list[Any] = [time.time(), SEEN_TTL, *stats, *new_ids(), MAX_NUDGES]
+            for name, value in fields.items():
+                argv += [name, value]
+            keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES]
+            self._enqueue(keys=keys, args=argv, client=pipe)
+        for counter, amount in counts.items():
+            pipe.hincrby(STATS, counter, amount)
+        return [bool(answer) for answer in pipe.execute()[: len(entries)]]
 
     def claim(self, lease: float, limit: int, took_nudge: bool = False) -> Claimed:
         """Claim up to `limit` due items for an attempt each, leased for `lease` seconds.

@@ -1,5 +1,5 @@
 """The `refbridge` command: run the service, show its state, work the dead-letter queue,
-pull scheduled retries forward."""
+pull scheduled retries forward, catch up on missed webhooks."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import redis
 
 from bridge.delivery.attempts import BATCH
 from bridge.delivery.ledger import Ledger
-from bridge.ops import reports
+from bridge.ops import catchup_cmd, reports
 from bridge.ops.preflight import RunRefused
 from bridge.redis_client import REDIS_ERRORS, connect
 from config import ConfigError, Settings
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     retry_now.add_argument("ids", nargs="*")
     retry_now.add_argument("--all", action="store_true")
     retry_now.add_argument("--json", action="store_true")
+    catchup_cmd.add_parser(sub, [data_dir])
     return parser
 
 
@@ -80,10 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _status(ledger, args.json)
         if args.command == "retry-now":
             return _retry_now(ledger, args)
+        if args.command == "catchup":
+            return catchup_cmd.run(args, _settings(), ledger)
         return _dlq(ledger, args)
     except ConfigError as exc:
         print(f"refbridge: configuration error: {exc}", file=sys.stderr)
-    except (CliError, RunRefused) as exc:
+    except (CliError, RunRefused, catchup_cmd.CatchupRefused) as exc:
         print(f"refbridge: {exc}", file=sys.stderr)
     except redis.exceptions.AuthenticationError:
         print("refbridge: Redis refused the credentials in REDIS_URL", file=sys.stderr)

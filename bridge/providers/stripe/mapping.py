@@ -111,6 +111,8 @@ _RULES: Mapping[str, _Rule] = {
     "invoice.paid": _invoice_paid,
     "payment_intent.succeeded": _payment_intent_succeeded,
 }
+# The event types the mapping reads: what a webhook endpoint subscribes to, what catch-up lists.
+EVENT_TYPES: tuple[str, ...] = tuple(_RULES)
 
 
 def _conversion(

@@ -1,0 +1,45 @@
+"""What a provider gives catch-up: pages of its events, and the webhook path's mapping of one.
+
+A provider plugs in by implementing EventSource: Stripe's is in stripe_events.py; PayPal's
+REST webhook events would list `GET /v1/notifications/webhooks-events` in pages the same way and
+map each event with the PayPal webhook path's mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bridge.conversion import Conversion, Ignored
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """One event from the provider's history, as the plain JSON its webhook would carry."""
+
+    event_id: str
+    body: Mapping[str, Any]
+
+
+class EventSource(Protocol):
+    """A provider's event history over a time window."""
+
+    provider: str  # the ledger's provider name: the same as its webhook path's
+    requests: int  # requests made to the provider so far
+
+    def pages(self, since: int, until: int) -> Iterator[list[ProviderEvent]]:
+        """The events created in [since, until], a page at a time (each page one request)."""
+        ...
+
+    def map(self, event: ProviderEvent) -> Conversion | Ignored:
+        """The webhook path's mapping of `event`."""
+        ...
+
+
+class SourceError(Exception):
+    """The provider's history could not be read; the message is safe to print (no secret)."""
+
+
+class CredentialsError(SourceError):
+    """The API key is missing or the provider refused it."""

@@ -1,0 +1,150 @@
+"""Stripe's event history (`GET /v1/events`) through the official SDK, throttled and retried.
+
+Pages are requested one at a time with a cursor rather than through `auto_paging_iter()`: a
+429 in the middle of the SDK's iterator ends it, while here the same page is asked for again
+after a backoff, and each page is recorded in one Redis round trip. The SDK retries 409s, 5xx
+and network errors itself but not a 429 (only when Stripe adds `Stripe-Should-Retry: true`), and
+its retries would bypass the throttle; so its retries are off and every retry is made here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import requests
+import stripe
+import structlog
+
+from bridge.catchup.source import CredentialsError, ProviderEvent, SourceError
+from bridge.catchup.throttle import Throttle
+from bridge.conversion import Conversion, Ignored
+from bridge.delivery.http_client import OutboundSession, new_session
+from bridge.delivery.outcomes import redirect_host, retry_after_seconds
+from bridge.providers.stripe.mapping import EVENT_TYPES, map_stripe_event
+from config import Settings
+
+# Stripe allows 100 requests/s in live mode and 25 per endpoint by default: stay well under.
+MAX_RATE = 20.0
+PAGE_SIZE = 100  # Stripe's largest page
+TIMEOUT = 30.0
+MAX_TRIES = 8
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 30.0
+NO_KEY = "STRIPE_API_KEY is not set: catch-up needs a restricted key with read access to Events"
+REFUSED = "Stripe refused STRIPE_API_KEY ({status}): check the key and its read access to Events"
+log = structlog.get_logger("refbridge.catchup")
+
+
+class Redirected(requests.RequestException):
+    """A 3xx answer: never followed (the key would travel to wherever it points)."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"redirect to {host}")
+        self.host = host
+
+
+class _NoRedirectSession(OutboundSession):
+    """The outbound session, with a 3xx raised so that the SDK cannot read it as a bad body."""
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        response = super().request(method, url, *args, **kwargs)
+        if 300 <= response.status_code < 400:
+            text = url.decode() if isinstance(url, bytes) else url
+            raise Redirected(redirect_host(response.headers.get("Location"), text))
+        return response
+
+
+class StripeEvents:
+    """The mapped event types Stripe kept for a window, newest first, a page at a time."""
+
+    provider = "stripe"
+
+    def __init__(
+        self,
+        settings: Settings,
+        throttle: Throttle | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not settings.stripe_api_key:
+            raise CredentialsError(NO_KEY)
+        self.recurring = settings.recurring_conversions
+        self.client = stripe.StripeClient(
+            settings.stripe_api_key,
+            base_addresses={"api": settings.stripe_api_url},
+            http_client=stripe.RequestsClient(
+                session=new_session(pool_size=1, kind=_NoRedirectSession), timeout=TIMEOUT
+            ),
+            max_network_retries=0,
+        )
+        self.throttle = throttle or Throttle(MAX_RATE)
+        self.sleep = sleep
+        self.requests = 0
+
+    def pages(self, since: int, until: int) -> Iterator[list[ProviderEvent]]:
+        params: dict[str, Any] = {
+            "types": list(EVENT_TYPES),
+            "created": {"gte": since, "lte": until},
+            "limit": PAGE_SIZE,
+        }
+        while True:
+            page = self._page(params)
+            events = [ProviderEvent(str(e["id"]), e) for e in page["data"]]
+            yield events
+            if not page.get("has_more") or not events:
+                return
+            params["starting_after"] = events[-1].event_id
+
+    def map(self, event: ProviderEvent) -> Conversion | Ignored:
+        return map_stripe_event(event.body, recurring=self.recurring)
+
+    def _page(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One page as the plain JSON Stripe sent (what a webhook's body parses to)."""
+        error = ""
+        for attempt in range(1, MAX_TRIES + 1):
+            self.throttle.wait()
+            self.requests += 1
+            try:
+                # The params are built above from the SDK's documented names.
+                listed = self.client.v1.events.list(params=cast(Any, params))
+                body: dict[str, Any] = json.loads(_response(listed).body)
+                return body
+            except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+                # Stripe's message names the key (masked): not repeated.
+                raise CredentialsError(REFUSED.format(status=exc.http_status)) from None
+            except stripe.RateLimitError as exc:
+                error, delay = (
+                    "rate limited (429)",
+                    retry_after_seconds(_header(exc, "Retry-After")),
+                )
+            except stripe.APIConnectionError as exc:
+                cause = exc.__cause__
+                error = str(cause) if isinstance(cause, Redirected) else "connection error"
+                delay = None
+            except stripe.APIError as exc:
+                error, delay = f"Stripe answered {exc.http_status}", None
+            except stripe.StripeError as exc:
+                raise SourceError(f"Stripe refused the request ({exc.http_status})") from None
+            wait = delay if delay is not None else _backoff(attempt)
+            log.warning("catchup_retry", provider="stripe", error=error, attempt=attempt, wait=wait)
+            self.sleep(wait)
+        raise SourceError(f"Stripe's event list failed {MAX_TRIES} times: {error}")
+
+
+def _response(listed: Any) -> stripe.StripeResponse:
+    response = listed.last_response
+    if response is None:  # the SDK sets it on every object it returns
+        raise SourceError("the Stripe SDK returned a list without its response")
+    return cast(stripe.StripeResponse, response)
+
+
+def _header(exc: stripe.StripeError, name: str) -> str | None:
+    headers = exc.headers or {}
+    value = headers.get(name) or headers.get(name.lower())
+    return str(value) if value is not None else None
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(BACKOFF_BASE * 2 ** (attempt - 1), BACKOFF_MAX))
