@@ -6,7 +6,7 @@ import logging
 import re
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -68,14 +68,17 @@ _SHARED: list[Any] = [
 class _NamedWriteLogger(structlog.WriteLogger):
     """structlog's fast line writer, with the name `add_logger_name` reports."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(sys.stdout)
+    def __init__(self, name: str, stream: TextIO) -> None:
+        super().__init__(stream)
         self.name = name
 
 
 class _NamedWriteLoggerFactory:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
     def __call__(self, *args: Any) -> _NamedWriteLogger:
-        return _NamedWriteLogger(str(args[0]) if args else "refbridge")
+        return _NamedWriteLogger(str(args[0]) if args else "refbridge", self.stream)
 
 
 def _dumps(event: dict[str, Any], **_: Any) -> str:
@@ -95,8 +98,9 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Route structlog and the standard library (Celery, gunicorn) to JSON lines; idempotent."""
+def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """Route structlog and the standard library (Celery, gunicorn) to JSON lines on `stream`
+    (standard output; a CLI command whose output is its result uses standard error); idempotent."""
     global _configured
     if _configured:
         return
@@ -105,11 +109,11 @@ def configure_logging(level: int = logging.INFO) -> None:
     # of a webhook after Redis); Celery's and gunicorn's records go through json_formatter.
     structlog.configure(
         processors=[*_OWN, structlog.processors.JSONRenderer(serializer=_dumps)],
-        logger_factory=_NamedWriteLoggerFactory(),
+        logger_factory=_NamedWriteLoggerFactory(stream or sys.stdout),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(json_formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,7 +1,7 @@
 """The code's shape, held: imports point one way and no module imports itself round a circle.
 
-    tasks -> bridge.web, bridge.ops, bridge.catchup -> bridge.delivery -> bridge.providers -> bridge (core)
-    -> config
+    tasks -> bridge.web, bridge.ops, bridge.catchup -> bridge.delivery -> bridge.providers
+    -> bridge (core) -> config
 
 Read from the source with `ast`, imports inside functions included, so a circle cannot hide
 behind a late import.

@@ -11,7 +11,8 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import redis
 
@@ -20,7 +21,7 @@ from bridge.catchup.summary import Summary
 from bridge.conversion import Conversion, Ignored
 from bridge.delivery import intake
 from bridge.delivery.ledger import Ledger, item_key
-from bridge.delivery.stats import STATS, stat
+from bridge.delivery.stats import STATS, parse_stat, stat
 
 COUNTER = "catchup_events"
 RUNS = "rb:catchup:runs"  # recent runs, newest first (JSON), for operators and the tests
@@ -31,6 +32,19 @@ Progress = Callable[[Summary], None]
 def last_run_field(provider: str) -> str:
     """The stats-hash field holding a provider's last run (JSON): read with the counters."""
     return f"catchup_last_run:provider={provider}"
+
+
+def last_runs(counters: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Each provider's last run, from the stats hash's fields (as read for status and /metrics)."""
+    found = {}
+    for field, text in counters.items():
+        name, labels = parse_stat(field)
+        if name == "catchup_last_run" and "provider" in labels:
+            try:
+                found[labels["provider"]] = dict(json.loads(text))
+            except (ValueError, TypeError):
+                continue  # not ours to crash on: a record written by hand
+    return found
 
 
 def run_catchup(

@@ -7,7 +7,9 @@ time, set under the lock, makes N workers run catch-up once per interval, not N 
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 import threading
 import time
 
@@ -43,7 +45,8 @@ class RunLock:
     def __init__(self, client: redis.Redis, ttl: float) -> None:
         self.client = client
         self.ttl_ms = int(ttl * 1000)
-        self.token = secrets.token_hex(8)
+        # Who holds it, for an operator looking at Redis: host and pid, then a nonce.
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
         self._stop = threading.Event()
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)

@@ -10,6 +10,7 @@ its retries would bypass the throttle; so its retries are off and every retry is
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -36,6 +37,9 @@ BACKOFF_MAX = 30.0
 NO_KEY = "STRIPE_API_KEY is not set: catch-up needs a restricted key with read access to Events"
 REFUSED = "Stripe refused STRIPE_API_KEY ({status}): check the key and its read access to Events"
 log = structlog.get_logger("refbridge.catchup")
+# The SDK logs every request and error body at info: a line per page, and Stripe's 401 message
+# names the key (masked). Catch-up logs its own retries and failures instead.
+logging.getLogger("stripe").setLevel(logging.WARNING)
 
 
 class Redirected(requests.RequestException):

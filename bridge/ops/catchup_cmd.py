@@ -16,6 +16,7 @@ from bridge.catchup.stripe_events import StripeEvents
 from bridge.catchup.summary import Summary
 from bridge.catchup.window import parse_window
 from bridge.delivery.ledger import Ledger
+from bridge.logs import configure_logging
 from config import Settings
 
 PROVIDERS = ("stripe", "paypal")
@@ -49,7 +50,8 @@ def source_for(provider: str, settings: Settings) -> EventSource:
 
 
 def run(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:
-    """Run catch-up once; the summary on stdout, progress on stderr."""
+    """Run catch-up once; the summary on stdout, progress and log lines on stderr."""
+    configure_logging(stream=sys.stderr)
     try:
         since, until = parse_window(args.since, args.until, time.time())
     except ValueError as exc:

@@ -165,6 +165,10 @@ def _status_table(data: dict[str, Any]) -> str:
         for key in keys:
             value = data.get(key)
             lines.append(f"  {key.replace('_', ' '):<{width}}  {'-' if value is None else value}")
+    for provider, run in data.get("catchup", {}).items():
+        lines.append(f"Catch-up ({provider})")
+        for key, value in run.items():
+            lines.append(f"  {key.replace('_', ' '):<{width}}  {'-' if value is None else value}")
     return "\n".join(lines)
 
 

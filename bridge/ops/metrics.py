@@ -17,6 +17,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from bridge.catchup.run import last_runs
 from bridge.delivery.stats import LATENCY, LATENCY_BUCKETS, parse_stat
 
 COUNTERS = {
@@ -34,6 +35,16 @@ COUNTERS = {
         "refbridge_ipn_verifications",
         "IPN verification attempts, by outcome",
         ("outcome",),
+    ),
+    "catchup_events": (
+        "refbridge_catchup_events",
+        "Events read from the providers' history by catch-up, by provider and outcome",
+        ("provider", "outcome", "reason"),
+    ),
+    "catchup_runs": (
+        "refbridge_catchup_runs",
+        "Catch-up runs, by provider and outcome (completed, failed)",
+        ("provider", "outcome"),
     ),
     "worker": (
         "refbridge_worker_events",
@@ -62,10 +73,30 @@ class RedisCollector(Collector):
                 families[name].add_metric([labels.get(k, "") for k in order], float(value))
         yield from families.values()
         yield _latency(counters)
+        yield from _catchup(counters)
         for name, (doc, value) in gauges.items():
             gauge = GaugeMetricFamily(f"refbridge_{name}", doc)
             gauge.add_metric([], float(value))
             yield gauge
+
+
+def _catchup(counters: dict[str, str]) -> Iterator[Metric]:
+    """When each provider's last catch-up run ended, and what it recovered."""
+    at = GaugeMetricFamily(
+        "refbridge_catchup_last_run_timestamp_seconds",
+        "When the last catch-up run ended (Unix time), by provider",
+        labels=["provider"],
+    )
+    recovered = GaugeMetricFamily(
+        "refbridge_catchup_last_run_recovered",
+        "Events the last catch-up run recorded that no webhook had brought, by provider",
+        labels=["provider"],
+    )
+    for provider, run in sorted(last_runs(counters).items()):
+        at.add_metric([provider], float(run.get("finishedAt") or 0))
+        recovered.add_metric([provider], float(run.get("newlyRecorded") or 0))
+    yield at
+    yield recovered
 
 
 def _latency(counters: dict[str, str]) -> HistogramMetricFamily:

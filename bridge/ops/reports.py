@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from bridge.catchup.run import last_runs
 from bridge.delivery.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger, item_key
 from bridge.delivery.stats import STATS, totals
 
@@ -74,6 +75,17 @@ def status(ledger: Ledger) -> dict[str, Any]:
         "last_delivered_at": _iso(counters.get("last_delivered_at")),
         "last_error": counters.get("last_error") or None,
         "last_error_at": _iso(counters.get("last_error_at")),
+        "catchup": {
+            provider: {
+                "last_run_at": _iso(run.get("finishedAt")),
+                "recovered": run.get("newlyRecorded", 0),
+                "seen": run.get("seen", 0),
+                "duration_seconds": run.get("durationSeconds"),
+                "trigger": run.get("trigger"),
+                "error": run.get("error"),
+            }
+            for provider, run in sorted(last_runs(counters).items())
+        },
     }
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -91,9 +90,12 @@ class _StripeHandler(Handler):
             scripted = self.server.scripted.pop(0) if self.server.scripted else None
         try:
             status, body, headers = self._answer(scripted)
-            if scripted and scripted.delay:
-                time.sleep(scripted.delay)
+            delay = scripted.delay if scripted else self.server.delay
+            if delay:
+                time.sleep(delay)
             self.reply(status, body, {"Content-Type": "application/json", **headers})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client was killed mid-request (a test's kill -9)
         finally:
             with self.server.lock:
                 self.server.in_flight -= 1
@@ -133,9 +135,9 @@ class StripeAPI(StandInServer):
         self.events: list[dict[str, Any]] = []
         self.delivered: set[str] = set()  # ids whose webhooks all succeeded
         self.scripted: list[Scripted] = []
+        self.delay = 0.0  # seconds before every unscripted answer (a slow API)
         self.in_flight = 0
         self.max_in_flight = 0
-        self._events_lock = threading.Lock()
 
     def start(self) -> StripeAPI:
         super().start()
@@ -144,6 +146,7 @@ class StripeAPI(StandInServer):
     def reset(self) -> None:
         with self.lock:
             self.events, self.delivered, self.scripted = [], set(), []
+            self.delay = 0.0
             self.requests.clear()
             self.max_in_flight = 0
 
