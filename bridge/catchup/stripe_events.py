@@ -2,7 +2,7 @@
 
 Pages are requested one at a time with a cursor rather than through `auto_paging_iter()`: a
 429 in the middle of the SDK's iterator ends it, while here the same page is asked for again
-after a backoff, and each page is recorded in one Redis round trip. Each page goes through the
+after a backoff, and each page is recorded in one Redis pipeline. Each page goes through the
 client's `raw_request` (the same auth, base address and error classes as `v1.events.list`),
 whose body is parsed as the webhook path parses a webhook's: the typed call would build a
 StripeObject of every nested field first, 90 % of a run's CPU (bench/catchup.py), only for it

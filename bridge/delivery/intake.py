@@ -81,7 +81,7 @@ def accept_conversions(
     counter: str,
     counts: Mapping[str, int],
 ) -> list[IntakeResult]:
-    """`accept_conversion` for each (conversion, event id), in one Redis round trip.
+    """`accept_conversion` for each (conversion, event id), in one Redis pipeline.
 
     Outcomes are counted under `counter` (labels provider, outcome: accepted, duplicate,
     unattributed) rather than as webhooks; `counts` are added to their counters in the same trip.

@@ -125,8 +125,8 @@ class Ledger:
         stats: tuple[str, str],
         counts: Mapping[str, int],
     ) -> list[bool]:
-        """`enqueue` each (item, seen, fields), and add `counts` to their counters: one round
-        trip for them all (catch-up records a page of events at a time)."""
+        """`enqueue` each (item, seen, fields), and add `counts` to their counters: one pipeline
+        for them all (catch-up records a page of events at a time)."""
         pipe = self.redis.pipeline(transaction=False)
         for item, seen, fields in entries:
             argv: list[Any] = [time.time(), SEEN_TTL, *stats, *new_ids(), MAX_NUDGES]
