@@ -21,7 +21,7 @@ from bridge.providers.stripe.signature import verify_stripe_event
 from config import Settings
 from tests.fixtures import stripe_fixture, stripe_fixture_names
 from tests.signing import SECRET, stripe_body, stripe_headers
-from tests.standins.stripe_api import StripeAPI
+from tests.standins.stripe_api import StripeAPI, sample_events
 
 NOW = 1_800_000_000.0
 KEY = "sk_test_catchup_units"
@@ -150,3 +150,30 @@ def test_an_event_read_through_the_sdk_maps_as_its_webhook_does(stripe_api: Stri
         webhook = verify_stripe_event(body, stripe_headers(body)["Stripe-Signature"], [SECRET], 300)
         assert event.body == webhook
         assert source.map(event) == map_stripe_event(webhook, recurring=True)
+
+
+def test_the_stand_in_pages_as_stripe_documents(stripe_api: StripeAPI) -> None:
+    stripe_api.reset()
+    stripe_api.add(sample_events(5, start=1000, prefix="page"))
+    stripe_api.delivered.add("evt_page_000001")
+    first = stripe_api.page([("limit", "2")])
+    assert [e["id"] for e in first["data"]] == ["evt_page_000004", "evt_page_000003"]
+    assert first["has_more"]
+    rest = stripe_api.page([("limit", "5"), ("starting_after", "evt_page_000003")])
+    assert [e["id"] for e in rest["data"]] == [
+        "evt_page_000002",
+        "evt_page_000001",
+        "evt_page_000000",
+    ]
+    assert not rest["has_more"]
+    before = stripe_api.page([("limit", "1"), ("ending_before", "evt_page_000001")])
+    assert [e["id"] for e in before["data"]] == ["evt_page_000002"] and before["has_more"]
+    bounded = stripe_api.page([("created[gt]", "1001"), ("created[lte]", "1003")])
+    assert [e["created"] for e in bounded["data"]] == [1003, 1002]
+    failed = stripe_api.page([("delivery_success", "false"), ("types[0]", "invoice.paid")])
+    assert failed["data"] == []
+    ok = stripe_api.page([("delivery_success", "true")])
+    assert [e["id"] for e in ok["data"]] == ["evt_page_000001"]
+    for bad in ([("limit", "101")], [("starting_after", "evt_nope")], [("colour", "red")]):
+        with pytest.raises(ValueError):
+            stripe_api.page(bad)

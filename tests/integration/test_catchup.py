@@ -140,6 +140,12 @@ def test_catchup_delivers_exactly_the_missed_webhooks_once(
         assert text.returncode == 0 and "already recorded  8" in text.stdout
         time.sleep(1.0)
         assert delivered(refcampaign) == Counter({i: 1 for i in ids_of(events)})
+        metrics = requests.get(f"{web.url}/metrics", timeout=10).text
+        assert 'refbridge_catchup_last_run_recovered{provider="stripe"} 0.0' in metrics
+        assert 'refbridge_catchup_last_run_timestamp_seconds{provider="stripe"} 1.' in metrics
+        assert (
+            'refbridge_catchup_events_total{outcome="accepted",provider="stripe",reason=""} 3.0'
+        ) in metrics
     finally:
         web.stop()
         worker.stop()
