@@ -27,7 +27,14 @@ from bridge.ops.embedded_redis import free_port
 from tests.processes import WebProcess, WorkerProcess
 from tests.signing import stripe_body, stripe_headers
 from tests.standins.refcampaign import RefCampaign
-from tests.standins.stripe_api import StripeAPI, rate_limited, sample_events, slow
+from tests.standins.stripe_api import (
+    StripeAPI,
+    rate_limited,
+    redirect,
+    sample_events,
+    server_error,
+    slow,
+)
 
 REFBRIDGE = str(Path(sys.executable).parent / "refbridge")
 STRIPE_KEY = "rk_test_catchup_2f9c41e7"
@@ -170,6 +177,21 @@ def test_429_is_honoured_and_requests_stay_under_20_per_second(
     starts = sorted(r["at"] for r in got)
     # No 21 requests within one second (a small allowance for the stand-in's clock).
     assert min(b - a for a, b in zip(starts, starts[20:], strict=False)) >= 0.95
+
+
+def test_a_redirect_is_never_followed_and_a_5xx_is_retried(
+    cu_env: dict[str, str], stripe_api: StripeAPI
+) -> None:
+    stripe_api.add(sample_events(3, start=int(time.time()) - 60, prefix="redir"))
+    # Followed, the redirect would send the key to the page's host: here the stand-in itself.
+    stripe_api.script(redirect(f"{stripe_api.url}/login"), server_error(503))
+    result = catchup(cu_env, "stripe", "--since", "1h", "--json")
+    assert summary_of(result)["newlyRecorded"] == 3
+    assert [r["path"].split("?")[0] for r in stripe_api.requests] == ["/v1/events"] * 3
+    retries = [json.loads(x) for x in result.stderr.splitlines() if x.startswith("{")]
+    host = stripe_api.url.removeprefix("http://")
+    assert [r["error"] for r in retries] == [f"redirect to {host}", "Stripe answered 503"]
+    assert all(r["event"] == "catchup_retry" for r in retries)
 
 
 @pytest.mark.parametrize("key", ["", "sk_test_wrong_4c1d7e"])
