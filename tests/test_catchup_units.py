@@ -85,6 +85,15 @@ def test_summary_json_and_lines() -> None:
     assert "setup_mode" in text and "unattributed      1" in text
 
 
+def test_the_share_of_the_window_read_so_far() -> None:
+    summary = Summary("stripe", 1000, 2000)
+    assert summary.covered == 0.0
+    summary.reached = 1750  # events come newest first
+    assert summary.covered == 0.25
+    summary.reached = 900
+    assert summary.covered == 1.0
+
+
 def test_throttle_spaces_calls_to_the_rate() -> None:
     clock = [100.0]
     slept: list[float] = []

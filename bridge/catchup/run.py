@@ -87,6 +87,8 @@ def _take_page(
 ) -> None:
     provider = source.provider
     summary.seen += len(page)
+    if page:
+        summary.reached = min(e.created for e in page)
     counts: Counter[str] = Counter({stat(COUNTER, provider=provider, outcome="seen"): len(page)})
     conversions: list[tuple[Conversion, str]] = []
     for event in page:

@@ -20,6 +20,7 @@ class ProviderEvent:
 
     event_id: str
     body: Mapping[str, Any]
+    created: int  # Unix seconds: how far back through the window a run has come
 
 
 class EventSource(Protocol):
@@ -29,7 +30,8 @@ class EventSource(Protocol):
     requests: int  # requests made to the provider so far
 
     def pages(self, since: int, until: int) -> Iterator[list[ProviderEvent]]:
-        """The events created in [since, until], a page at a time (each page one request)."""
+        """The events created in [since, until], a page at a time (each page one request),
+        newest first."""
         ...
 
     def map(self, event: ProviderEvent) -> Conversion | Ignored:

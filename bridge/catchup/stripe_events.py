@@ -99,7 +99,7 @@ class StripeEvents:
         }
         while True:
             page = self._page(params)
-            events = [ProviderEvent(str(e["id"]), e) for e in page["data"]]
+            events = [ProviderEvent(str(e["id"]), e, _created(e)) for e in page["data"]]
             yield events
             if not page.get("has_more") or not events:
                 return
@@ -144,6 +144,11 @@ def _response(response: Any) -> stripe.StripeResponse:
     if not isinstance(response, stripe.StripeResponse):  # raw_request returns one, unparsed
         raise SourceError("the Stripe SDK answered with something other than a response")
     return response
+
+
+def _created(event: dict[str, Any]) -> int:
+    created = event.get("created")
+    return created if isinstance(created, int) else 0
 
 
 def _header(exc: stripe.StripeError, name: str) -> str | None:

@@ -23,10 +23,18 @@ class Summary:
     recorded: int = 0
     unattributed: int = 0
     ignored: Counter[str] = field(default_factory=Counter)
+    reached: int | None = None  # the oldest `created` read so far (events come newest first)
     pages: int = 0
     requests: int = 0
     duration: float = 0.0
     error: str | None = None
+
+    @property
+    def covered(self) -> float:
+        """The share of the window read so far, 0 to 1."""
+        if self.reached is None or self.until <= self.since:
+            return 0.0
+        return min(1.0, max(0.0, (self.until - self.reached) / (self.until - self.since)))
 
     @property
     def ignored_total(self) -> int:

@@ -78,17 +78,29 @@ class _ProgressDisplay:
 
     def __enter__(self) -> Progress:
         if self.stream.isatty():
-            self.bar = tqdm(desc=f"{self.provider} events", unit=" events", file=self.stream)
+            # Events come newest first: the bar is the share of the window read so far.
+            self.bar = tqdm(
+                desc=f"{self.provider} catch-up",
+                total=100,
+                unit="%",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}{postfix}",
+                file=self.stream,
+            )
         return self.update
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, failed: object, *_: object) -> None:
         if self.bar is not None:
+            if failed is None:
+                self.bar.update(100 - self.bar.n)  # the window's oldest part may hold no event
             self.bar.close()
 
     def update(self, summary: Summary) -> None:
         if self.bar is not None:
-            self.bar.update(summary.seen - self.bar.n)
-            self.bar.set_postfix(new=summary.recorded, dup=summary.duplicate, refresh=False)
+            self.bar.set_postfix_str(
+                f"{summary.seen} events, {summary.recorded} new, {summary.duplicate} known",
+                refresh=False,
+            )
+            self.bar.update(round(summary.covered * 100) - self.bar.n)
         elif summary.pages % 10 == 1:
             print(
                 f"catchup {self.provider}: page {summary.pages}, {summary.seen} events seen, "

@@ -8,9 +8,16 @@ across workers, and through a worker killed with SIGKILL in the middle of a run.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -60,9 +67,8 @@ def cu_env(env: dict[str, str], stripe_api: StripeAPI) -> dict[str, str]:
 
 def catchup(env: dict[str, str], *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     """`refbridge catchup ARGS…` as the console script, output captured."""
-    return subprocess.run(
-        [REFBRIDGE, "catchup", *args], env=env, capture_output=True, text=True, timeout=60, **kw
-    )
+    options: dict[str, Any] = {"capture_output": True, "text": True, "timeout": 60, **kw}
+    return subprocess.run([REFBRIDGE, "catchup", *args], env=env, **options)
 
 
 def summary_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -177,6 +183,40 @@ def test_429_is_honoured_and_requests_stay_under_20_per_second(
     starts = sorted(r["at"] for r in got)
     # No 21 requests within one second (a small allowance for the stand-in's clock).
     assert min(b - a for a, b in zip(starts, starts[20:], strict=False)) >= 0.95
+
+
+def test_a_progress_bar_on_a_terminal_and_plain_lines_otherwise(
+    cu_env: dict[str, str], stripe_api: StripeAPI
+) -> None:
+    stripe_api.add(sample_events(450, start=int(time.time()) - 1800, step=2, prefix="tty"))
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        with contextlib.suppress(OSError):  # EIO once the terminal's last writer is gone
+            while chunk := os.read(main, 65536):
+                chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    result = catchup(
+        cu_env,
+        "stripe",
+        "--since",
+        "1h",
+        stderr=terminal,
+        capture_output=False,
+        stdout=subprocess.PIPE,
+    )
+    os.close(terminal)
+    reader.join(5)
+    os.close(main)
+    screen = b"".join(chunks).decode()
+    assert result.returncode == 0 and "newly recorded    450" in result.stdout
+    assert "stripe catch-up: 100%|" in screen and "450 events, 450 new, 0 known" in screen
+    plain = catchup(cu_env, "stripe", "--since", "1h")  # stderr is a pipe: no bar
+    assert plain.stderr.splitlines() == ["catchup stripe: page 1, 100 events seen, 0 new"]
 
 
 def test_a_redirect_is_never_followed_and_a_5xx_is_retried(
