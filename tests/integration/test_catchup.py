@@ -286,7 +286,8 @@ def test_workers_catch_up_by_themselves_one_at_a_time_through_a_kill(
     done = sorted(runs(client), key=lambda r: r["startedAt"])
     assert {r["pid"] for r in done} == {survivor.proc.pid if survivor.proc else 0}
     assert all(r["error"] is None and r["trigger"] == "auto" for r in done)
-    assert sum(r["newlyRecorded"] for r in done) <= 350  # the killed run recorded the rest
+    # The killed run had recorded its first page: nothing it recorded was lost or sent twice.
+    assert sum(r["newlyRecorded"] for r in done) <= 250
     for before, after in zip(done, done[1:], strict=False):
         assert after["startedAt"] >= before["finishedAt"]  # one at a time
         assert after["startedAt"] - before["startedAt"] >= 1.9  # once per interval, not per worker
