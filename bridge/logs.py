@@ -14,13 +14,20 @@ from bridge import json_text
 
 _configured = False
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
-_SECRET = re.compile(r"(whsec_|sk_live_|sk_test_|Bearer\s+)\S+")
+# Stripe's secret keys (sk_) and restricted keys (rk_, what catch-up reads events with).
+_SECRET = re.compile(r"(whsec_|[sr]k_live_|[sr]k_test_|Bearer\s+)\S+")
 
 
 def scrub(text: str) -> str:
     """Mask anything shaped like an email address or a secret in free text."""
     # Both patterns need one of these: most log values have none and skip the regexes.
-    if "@" not in text and "whsec_" not in text and "sk_" not in text and "Bearer" not in text:
+    if (
+        "@" not in text
+        and "whsec_" not in text
+        and "sk_" not in text
+        and "rk_" not in text
+        and "Bearer" not in text
+    ):
         return text
     return _SECRET.sub(r"\1[redacted]", _EMAIL.sub("[email]", text))
 

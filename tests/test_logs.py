@@ -29,3 +29,10 @@ def test_non_ascii_values_log_on_an_ascii_stdout() -> None:
     assert line["note"] == "whsec_[redacted] [email] caf\u00e9"
     assert line["level"] == "info" and line["logger"] == "refbridge.web"
     assert second == "still running"
+
+
+def test_stripe_secret_and_restricted_keys_are_masked() -> None:
+    from bridge.logs import scrub
+
+    for key in ("sk_live_51abcDEF", "sk_test_51abcDEF", "rk_live_51abcDEF", "rk_test_51abcDEF"):
+        assert scrub(f"refused {key} today") == f"refused {key[:8]}[redacted] today"
