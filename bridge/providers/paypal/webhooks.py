@@ -10,6 +10,8 @@ with `map_webhook_event`. None of the functions here raises on any input: outcom
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -53,15 +55,16 @@ _VERIFY_FIELDS = (
 )
 CAPTURE_COMPLETED = "PAYMENT.CAPTURE.COMPLETED"
 SALE_COMPLETED = "PAYMENT.SALE.COMPLETED"
-# PayPal's ids are "WH-" and a few dozen characters; the cap keeps a ledger key and a log line
-# small whatever an unverified body says.
+# PayPal's ids are short runs of letters, digits and dashes ("WH-…", "5VK462069F664902F"). The
+# bound and the alphabet keep a ledger key, a log line and an order look-up's URL path small and
+# plain whatever an unverified body says (no "/", "@", space or control character).
 MAX_EVENT_ID_LENGTH = 128
-_MAX_ID_LENGTH = 128  # resource and payer ids
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _MAX_DETAIL = 60
 _MAX_TIME_LENGTH = 40
-# No PayPal field is a number this long; refusing it early keeps int() far from its
-# (interpreter-configurable) digit limit and its quadratic cost.
-_MAX_INT_DIGITS = 40
+# No PayPal field is a number this long (amounts are strings); refusing longer ones keeps int()
+# and float() far from their superlinear cost on huge digit strings.
+_MAX_NUMBER_LENGTH = 40
 # The documented values of a capture's `status` and a sale's `state`: anything else is counted
 # as "other", so a reason word never carries arbitrary text into a metric label.
 _CAPTURE_STATUSES = frozenset(
@@ -76,6 +79,7 @@ def parse_event(raw: bytes) -> dict[str, Any] | None:
         event = json.loads(
             raw.decode("utf-8"),
             parse_int=_bounded_int,
+            parse_float=_bounded_float,
             parse_constant=_refuse_constant,
         )
     except (ValueError, RecursionError, MemoryError):
@@ -254,20 +258,14 @@ def _converted_at(value: object) -> str | None:
 
 
 def _event_id(event: Mapping[str, Any]) -> str | None:
-    value = event.get("id")
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_EVENT_ID_LENGTH:
-        return None
-    return value if value.isprintable() and value.strip() == value else None
+    return _identifier(event.get("id"))
 
 
 def _identifier(value: object) -> str | None:
-    """A bounded printable id (resource, payer, order), else None."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if not 0 < len(text) <= _MAX_ID_LENGTH or not text.isprintable():
-        return None
-    return text
+    """A PayPal id (event, resource, payer, order) when `value` is shaped like one, else None."""
+    if isinstance(value, str) and _ID.fullmatch(value):
+        return value
+    return None
 
 
 def _path(mapping: Mapping[str, Any], *keys: str) -> Mapping[str, Any] | None:
@@ -314,9 +312,16 @@ def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
-        raise ValueError("integer too long")
+    if len(text) > _MAX_NUMBER_LENGTH:
+        raise ValueError("number too long")
     return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    value = float(text) if len(text) <= _MAX_NUMBER_LENGTH else math.inf
+    if not math.isfinite(value):  # "1e999" is a JSON number, and an infinite float
+        raise ValueError("number too long")
+    return value
 
 
 def _refuse_constant(name: str) -> Any:
