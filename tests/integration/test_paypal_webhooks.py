@@ -20,6 +20,7 @@ from bridge.delivery.ledger import Ledger, item_key
 from bridge.ops import reports
 from config import Settings
 from tests.conftest import deployment_env
+from tests.fixtures import paypal_webhook_fixture, paypal_webhook_fixture_names
 from tests.processes import WorkerProcess
 from tests.standins.paypal import PayPalVerifier
 from tests.standins.paypal_api import TOKEN_PATH, VERIFY_PATH, PayPalApi, Scripted, transmission
@@ -178,6 +179,23 @@ def test_capture_becomes_a_postback(pp: Stack) -> None:
         what="the attempt's log line",
     )
     assert line[0]["outcome"] == "verified"
+
+
+def test_every_real_sample_is_verified_and_only_payments_are_delivered(pp: Stack) -> None:
+    names = paypal_webhook_fixture_names()
+    for name in names:
+        pp.deliver(paypal_webhook_fixture(name))
+    accepted = pp.refcampaign.wait_for(2)
+    wait_until(lambda: len(pp.api.verdicts) == len(names), what="every verification")
+    assert set(pp.api.verdicts) == {"SUCCESS"}
+    time.sleep(1.0)
+    # The Orders v2 capture and the subscription sale that carry an attribution id; the other
+    # sales have none (unattributed), the other event types are not payments (ignored).
+    assert {p["externalId"]: p["amount"] for p in accepted} == {
+        "5VK462069F664902F": 1000,
+        "8RS6210148826604N": 601,
+    }
+    assert len(pp.refcampaign.requests) == 2
 
 
 def test_forged_event_is_never_delivered_nor_retried(pp: Stack) -> None:
