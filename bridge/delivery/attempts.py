@@ -8,13 +8,13 @@ import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import requests
 import structlog
 
-from bridge.conversion import Conversion, Ignored, Rejected
+from bridge.conversion import Conversion, Ignored, Rejected, email_hash
 from bridge.delivery import intake, paypal_api
 from bridge.delivery.http_client import post_conversion, verify_ipn
 from bridge.delivery.ledger import WORKER_DIED, Claim, Claimed, Ledger
@@ -173,7 +173,7 @@ def _record(
     if isinstance(outcome, Verified):
         ledger.count(_stat_for(item, "verified"))
         if item.get("kind") == intake.PAYPAL_WEBHOOK:
-            return _after_verified_event(worker, claim, item)
+            return _after_verified_event(worker, claim, item, notes)
         return _after_verified(worker, claim, item)
     if isinstance(outcome, Invalid):
         webhook = item.get("kind") == intake.PAYPAL_WEBHOOK
@@ -315,7 +315,9 @@ def _after_verified(worker: Worker, claim: Claim, item: dict[str, str]) -> str:
     return _accept_mapped(worker, claim, item, result, done)
 
 
-def _after_verified_event(worker: Worker, claim: Claim, item: dict[str, str]) -> str:
+def _after_verified_event(
+    worker: Worker, claim: Claim, item: dict[str, str], notes: dict[str, str | float]
+) -> str:
     """A PayPal REST event PayPal vouched for: map it and record its conversion."""
     event = parse_event(base64.b64decode(item["raw"]))
     if event is None:  # it parsed at intake: a corrupt item
@@ -332,6 +334,16 @@ def _after_verified_event(worker: Worker, claim: Claim, item: dict[str, str]) ->
         )
         worker.ledger.mark_done(claim, {**done, "reason": result.reason}, ignored)
         return "ignored"
+    if not result.attributed:
+        # A capture carries no buyer: its order may, for the customerEmailHash.
+        email = paypal_api.capture_payer_email(
+            worker.session, worker.settings, worker.paypal_tokens, event
+        )
+        if isinstance(email, RetryLater):
+            attempt = {"last_attempt_at": time.time(), "last_status": email.status or ""}
+            return _retry(worker, claim, item, email, attempt, notes)
+        if email:
+            result = replace(result, customer_email_hash=email_hash(email))
     return _accept_mapped(worker, claim, item, result, done, event_id=event["id"])
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import requests
 import structlog
@@ -24,11 +25,12 @@ from bridge.delivery.outcomes import (
     retry_after_seconds,
     truncate,
 )
-from bridge.providers.paypal.webhooks import verification_body
+from bridge.providers.paypal.webhooks import capture_order_id, verification_body
 from config import Settings
 
 TOKEN_PATH = "/v1/oauth2/token"
 VERIFY_PATH = "/v1/notifications/verify-webhook-signature"
+ORDER_PATH = "/v2/checkout/orders/"
 # A token is renewed this long before PayPal says it expires (at most half its life), so that
 # one fetched just before a call never reaches PayPal already expired.
 RENEW_BEFORE = 60.0
@@ -124,21 +126,79 @@ def verify_event(
         log.error("config_error", variable=missing, problem="not set: cannot verify PayPal events")
         return RetryLater(None, f"{missing} not set: cannot verify PayPal webhook events")
     body = verification_body(raw, headers, settings.paypal_webhook_id or "")
+    response = _with_token(
+        session, settings, tokens, lambda token: _verify_with(session, settings, token, body)
+    )
+    if isinstance(response, RetryLater):
+        return response
+    url = settings.paypal_api_url + VERIFY_PATH
+    return classify_webhook_verification(response.status_code, response.text, response.headers, url)
+
+
+def _with_token(
+    session: requests.Session,
+    settings: Settings,
+    tokens: TokenCache,
+    call: Callable[[str], requests.Response | RetryLater],
+) -> requests.Response | RetryLater:
+    """`call` with the cached token; on a 401, with a fresh token once more."""
     token = tokens.current(session, settings)
     if isinstance(token, RetryLater):
         return token
-    response = _verify_with(session, settings, token, body)
+    response = call(token)
     if not isinstance(response, RetryLater) and response.status_code == 401:
         # The cached token expired or was revoked early: a fresh one, once.
         tokens.forget(token)
         token = tokens.current(session, settings)
         if isinstance(token, RetryLater):
             return token
-        response = _verify_with(session, settings, token, body)
+        response = call(token)
+    return response
+
+
+def capture_payer_email(
+    session: requests.Session, settings: Settings, tokens: TokenCache, event: Mapping[str, Any]
+) -> str | None | RetryLater:
+    """The payer's e-mail of a verified capture's order (`GET /v2/checkout/orders/{id}`), for
+    its `customerEmailHash`; None when the event names no order or the order has no e-mail."""
+    order_id = capture_order_id(event)
+    if order_id is None:
+        return None
+    url = settings.paypal_api_url + ORDER_PATH + quote(order_id, safe="")
+
+    def get(token: str) -> requests.Response | RetryLater:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        try:
+            return session.get(
+                url, headers=headers, timeout=settings.delivery_timeout, allow_redirects=False
+            )
+        except requests.Timeout:
+            return RetryLater(None, "order look-up: timeout")
+        except requests.RequestException as exc:
+            return RetryLater(None, f"order look-up: connection error: {type(exc).__name__}")
+
+    response = _with_token(session, settings, tokens, get)
     if isinstance(response, RetryLater):
         return response
-    url = settings.paypal_api_url + VERIFY_PATH
-    return classify_webhook_verification(response.status_code, response.text, response.headers, url)
+    # Never the body in an error: an order's body holds the payer's e-mail.
+    if response.status_code == 200:
+        return _payer_email(response)
+    if response.status_code in (403, 404):
+        return None  # not this app's order, or gone: the conversion stays as attributed
+    retry_after = None
+    if response.status_code == 429:
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+    return RetryLater(response.status_code, "order look-up failed", retry_after)
+
+
+def _payer_email(response: requests.Response) -> str | None:
+    try:
+        order = response.json()
+    except ValueError:
+        return None
+    payer = order.get("payer") if isinstance(order, dict) else None
+    email = payer.get("email_address") if isinstance(payer, dict) else None
+    return email if isinstance(email, str) and 0 < len(email) <= 254 else None
 
 
 def _verify_with(

@@ -4,6 +4,7 @@ stand-ins and RefCampaign's. One worker serves the whole module; each test uses 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import secrets
 import time
@@ -23,7 +24,14 @@ from tests.conftest import deployment_env
 from tests.fixtures import paypal_webhook_fixture, paypal_webhook_fixture_names
 from tests.processes import WorkerProcess
 from tests.standins.paypal import PayPalVerifier
-from tests.standins.paypal_api import TOKEN_PATH, VERIFY_PATH, PayPalApi, Scripted, transmission
+from tests.standins.paypal_api import (
+    ORDERS_PATH,
+    TOKEN_PATH,
+    VERIFY_PATH,
+    PayPalApi,
+    Scripted,
+    transmission,
+)
 from tests.standins.refcampaign import RefCampaign
 
 ROUTE = "/webhooks/paypal"
@@ -86,7 +94,11 @@ def new_id(prefix: str) -> str:
 
 
 def capture(
-    capture_id: str | None = None, *, custom_id: str = "rcs_wh", value: str = "100.00"
+    capture_id: str | None = None,
+    *,
+    custom_id: str = "rcs_wh",
+    value: str = "100.00",
+    order_id: str = "5O190127TN364715T",
 ) -> bytes:
     """A PAYMENT.CAPTURE.COMPLETED event shaped like PayPal's published sample."""
     capture_id = capture_id or new_id("7NW8")
@@ -102,7 +114,7 @@ def capture(
                 "status": "ELIGIBLE",
                 "dispute_categories": ["ITEM_NOT_RECEIVED", "UNAUTHORIZED_TRANSACTION"],
             },
-            "supplementary_data": {"related_ids": {"order_id": "5O190127TN364715T"}},
+            "supplementary_data": {"related_ids": {"order_id": order_id}},
             "final_capture": True,
             "custom_id": custom_id,
             "seller_receivable_breakdown": {
@@ -196,6 +208,21 @@ def test_every_real_sample_is_verified_and_only_payments_are_delivered(pp: Stack
         "8RS6210148826604N": 601,
     }
     assert len(pp.refcampaign.requests) == 2
+
+
+def test_a_capture_without_attribution_gets_its_order_payer_email_hash(pp: Stack) -> None:
+    order_id = new_id("5O19")
+    pp.api.add_order(order_id, " Buyer@Example.com ")
+    pp.api.script(ORDERS_PATH, Scripted(503))  # the look-up fails once: retried
+    raw = capture(custom_id="", order_id=order_id)
+    pp.deliver(raw)
+    [payload] = pp.refcampaign.wait_for(1)
+    assert payload["customerEmailHash"] == hashlib.sha256(b"buyer@example.com").hexdigest()
+    assert "sessionId" not in payload
+    assert len(pp.api.calls(ORDERS_PATH + "/" + order_id)) == 2
+    assert b"example.com" not in pp.worker.output().encode()
+    r = redis.Redis.from_url(pp.env["REDIS_URL"])
+    assert not [k for k in r.scan_iter("rb:item:*") if b"example.com" in str(r.hgetall(k)).encode()]
 
 
 def test_forged_event_is_never_delivered_nor_retried(pp: Stack) -> None:

@@ -24,7 +24,9 @@ VERIFY_PATH = "/v1/notifications/verify-webhook-signature"
 CLIENT_ID = "AQkquBDf1zctJOWGKWUEtKXm6qVhueUEMvXO_-MCI4DQQ4-LWvkDLIN2fGsd"
 CLIENT_SECRET = "EL1tVxAjhT7cJimnz5-Nsx9k2reTKSVfErNQF-CmrwJgxRtylkGTKlU4RvrX"
 WEBHOOK_ID = "1JE4291016473214C"
+ORDERS_PATH = "/v2/checkout/orders"
 JSON = {"Content-Type": "application/json"}
+INVALID_TOKEN = b'{"error":"invalid_token","error_description":"Token not found in cache"}'
 VERIFY_FIELDS = {
     "auth_algo": "PAYPAL-AUTH-ALGO",
     "cert_url": "PAYPAL-CERT-URL",
@@ -58,6 +60,35 @@ def transmission(event_id: str) -> dict[str, str]:
 
 class PayPalApiHandler(Handler):
     server: PayPalApi
+
+    def do_GET(self) -> None:  # noqa: N802 — http.server's naming
+        """`GET /v2/checkout/orders/{id}`: an order this stand-in knows, to a valid token."""
+        server = self.server
+        path = self.path.partition("?")[0]
+        with server.lock:
+            server.requests.append(self.record(b""))
+            queue = server.scripted.get(ORDERS_PATH, [])
+            scripted = queue.pop(0) if queue and path.startswith(ORDERS_PATH) else None
+        if scripted is not None:
+            return self.reply(
+                scripted.status, b'{"name":"INTERNAL_SERVICE_ERROR"}', scripted.headers
+            )
+        if not path.startswith(ORDERS_PATH + "/"):
+            return self.reply(404, b'{"name":"RESOURCE_NOT_FOUND"}', JSON)
+        if not self.authorized():
+            return self.reply(401, INVALID_TOKEN, JSON)
+        with server.lock:
+            order = server.orders.get(path.removeprefix(ORDERS_PATH + "/"))
+        if order is None:
+            return self.reply(404, b'{"name":"RESOURCE_NOT_FOUND"}', JSON)
+        self.reply(200, json.dumps(order).encode(), JSON)
+
+    def authorized(self) -> bool:
+        """True when the request carries a token this stand-in issued and has not expired."""
+        bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+        with self.server.lock:
+            valid_until = self.server.tokens.get(bearer)
+        return valid_until is not None and time.monotonic() < valid_until
 
     def do_POST(self) -> None:  # noqa: N802 — http.server's naming
         body = self.read_body()
@@ -108,12 +139,8 @@ class PayPalApiHandler(Handler):
 
     def verify(self, body: bytes) -> None:
         server = self.server
-        bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
-        with server.lock:
-            valid_until = server.tokens.get(bearer)
-        if valid_until is None or time.monotonic() >= valid_until:
-            error = b'{"error":"invalid_token","error_description":"Token not found in cache"}'
-            return self.reply(401, error, JSON)
+        if not self.authorized():
+            return self.reply(401, INVALID_TOKEN, JSON)
         if not (self.headers.get("Content-Type") or "").startswith("application/json"):
             return self.reply(415, b'{"name":"UNSUPPORTED_MEDIA_TYPE"}', JSON)
         request = _verification_request(body)
@@ -167,6 +194,21 @@ class PayPalApi(StandInServer):
         self.sent: dict[bytes, dict[str, str]] = {}
         self.scripted: dict[str, list[Scripted]] = {}
         self.verdicts: list[str] = []
+        self.orders: dict[str, dict[str, Any]] = {}
+
+    def add_order(self, order_id: str, email: str) -> None:
+        """An order `GET /v2/checkout/orders/{id}` answers, its payer with `email`."""
+        with self.lock:
+            self.orders[order_id] = {
+                "id": order_id,
+                "intent": "CAPTURE",
+                "status": "COMPLETED",
+                "payer": {
+                    "name": {"given_name": "John", "surname": "Doe"},
+                    "email_address": email,
+                    "payer_id": "QYR5Z8XDVJNXQ",
+                },
+            }
 
     def send(self, raw: bytes) -> dict[str, str]:
         """Remember event `raw` as one PayPal sent; the transmission headers it went with."""
@@ -200,5 +242,6 @@ class PayPalApi(StandInServer):
             self.sent.clear()
             self.scripted.clear()
             self.verdicts.clear()
+            self.orders.clear()
             self.expires_in = 32400
             self.client_secret = CLIENT_SECRET
