@@ -417,3 +417,19 @@ def test_redis_down_is_503(pp: Stack, tmp_path: Path) -> None:
         create_app(down).test_client().post(ROUTE, data=raw, headers=transmission(event_id(raw)))
     )
     assert response.status_code == 503
+
+
+def test_a_worker_without_credentials_names_them_and_retries(pp: Stack, tmp_path: Path) -> None:
+    pp.worker.stop()  # the only worker for a while: one that lacks the PayPal credentials
+    env = {k: v for k, v in pp.env.items() if k not in ("PAYPAL_CLIENT_ID", "PAYPAL_CLIENT_SECRET")}
+    bare = WorkerProcess(env, tmp_path / "bare.log").start()
+    try:
+        pp.deliver(capture())
+        wait_until(lambda: bare.output().count('"config_error"') >= 2, what="config errors")
+        assert bare.proc is not None and bare.proc.poll() is None
+    finally:
+        bare.stop()
+        pp.worker.start()
+    assert "PAYPAL_CLIENT_ID, PAYPAL_CLIENT_SECRET" in bare.output()
+    assert pp.api.requests == []  # nothing was sent without credentials
+    pp.refcampaign.wait_for(1)  # a worker with them delivers it
