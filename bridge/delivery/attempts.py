@@ -44,6 +44,8 @@ def run_lease(settings: Settings) -> float:
     return 2 * settings.delivery_timeout + 10
 
 
+# Seconds of a lease kept free for recording an attempt's outcome after its last HTTP call.
+LEASE_MARGIN = 5.0
 # Items one task claims at a time; each gets its own thread, so every claimed item is being
 # worked on at once and a claim's lease (run_lease) covers exactly one attempt.
 BATCH = 8
@@ -140,10 +142,16 @@ def _verify(worker: Worker, item: dict[str, str]) -> Outcome:
     raw = base64.b64decode(item["raw"])
     if item.get("kind") == intake.PAYPAL_WEBHOOK:
         headers = json.loads(item["headers"])
-        return paypal_api.verify_event(
-            worker.session, worker.settings, worker.paypal_tokens, raw, headers
-        )
+        return paypal_api.verify_event(_paypal(worker, item), raw, headers)
     return verify_ipn(worker.session, worker.settings, raw)
+
+
+def _paypal(worker: Worker, item: dict[str, str]) -> paypal_api.Api:
+    """PayPal's API for an attempt at `item`, done before its claim's lease runs out."""
+    # The claim set last_attempt_at; a margin keeps the attempt's finish inside the lease.
+    claimed_at = _number(item, "last_attempt_at", time.time())
+    until = claimed_at + run_lease(worker.settings) - LEASE_MARGIN
+    return paypal_api.Api(worker.session, worker.settings, worker.paypal_tokens, until)
 
 
 def _record(
@@ -336,9 +344,7 @@ def _after_verified_event(
         return "ignored"
     if not result.attributed:
         # A capture carries no buyer: its order may, for the customerEmailHash.
-        email = paypal_api.capture_payer_email(
-            worker.session, worker.settings, worker.paypal_tokens, event
-        )
+        email = paypal_api.capture_payer_email(_paypal(worker, item), event)
         if isinstance(email, RetryLater):
             attempt = {"last_attempt_at": time.time(), "last_status": email.status or ""}
             return _retry(worker, claim, item, email, attempt, notes)

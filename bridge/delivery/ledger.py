@@ -40,6 +40,8 @@ _DEATH_STATS = (
     stat("postbacks", outcome="dead_lettered", reason=WORKER_DIED),
     stat("verifications", outcome=WORKER_DIED),
     stat("verifications", outcome="dead_lettered"),
+    stat("paypal_webhook_verifications", outcome=WORKER_DIED),
+    stat("paypal_webhook_verifications", outcome="dead_lettered"),
 )
 
 

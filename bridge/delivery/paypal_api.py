@@ -34,8 +34,28 @@ ORDER_PATH = "/v2/checkout/orders/"
 # A token is renewed this long before PayPal says it expires (at most half its life), so that
 # one fetched just before a call never reaches PayPal already expired.
 RENEW_BEFORE = 60.0
+# A call is not started with less time than this left in its attempt.
+MIN_CALL_TIME = 0.5
 CREDENTIALS = "PAYPAL_CLIENT_ID/PAYPAL_CLIENT_SECRET"
 log = structlog.get_logger("refbridge.worker")
+
+
+@dataclass(frozen=True)
+class Api:
+    """One attempt's access to PayPal's API: the process's session and token cache, and the
+    wall-clock time by which the attempt must be done (before its claim's lease runs out)."""
+
+    session: requests.Session
+    settings: Settings
+    tokens: TokenCache
+    until: float
+
+    def timeout(self) -> float | RetryLater:
+        """The timeout of the next call: DELIVERY_TIMEOUT, or what is left of the attempt."""
+        left = self.until - time.time()
+        if left < MIN_CALL_TIME:
+            return RetryLater(None, "out of time for this attempt")
+        return min(self.settings.delivery_timeout, left)
 
 
 @dataclass
@@ -44,17 +64,26 @@ class TokenCache:
 
     token: str | None = field(default=None, repr=False)
     renew_at: float = 0.0
+    failure: RetryLater | None = None
+    failed_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def current(self, session: requests.Session, settings: Settings) -> str | RetryLater:
+    def current(self, api: Api) -> str | RetryLater:
         """The cached token while it is fresh, else a new one (one fetch for all threads)."""
+        asked = time.monotonic()
         with self.lock:
-            if self.token is None or time.monotonic() >= self.renew_at:
-                fetched = fetch_token(session, settings)
-                if isinstance(fetched, RetryLater):
-                    return fetched
-                self.token, expires_in = fetched
-                self.renew_at = time.monotonic() + expires_in - min(RENEW_BEFORE, expires_in / 2)
+            if self.token is not None and time.monotonic() < self.renew_at:
+                return self.token
+            if self.failure is not None and self.failed_at >= asked:
+                # Another thread's fetch failed while this one waited: the same answer, at
+                # once, rather than eight fetches in a row each up to the timeout.
+                return self.failure
+            fetched = fetch_token(api)
+            if isinstance(fetched, RetryLater):
+                self.failure, self.failed_at = fetched, time.monotonic()
+                return fetched
+            self.token, expires_in = fetched
+            self.renew_at = time.monotonic() + expires_in - min(RENEW_BEFORE, expires_in / 2)
             return self.token
 
     def forget(self, token: str) -> None:
@@ -78,13 +107,16 @@ def missing_configuration(settings: Settings) -> str | None:
     return ", ".join(missing) or None
 
 
-def fetch_token(session: requests.Session, settings: Settings) -> tuple[str, float] | RetryLater:
+def fetch_token(api: Api) -> tuple[str, float] | RetryLater:
     """A new access token and its lifetime in seconds; why not as a RetryLater."""
+    settings, timeout = api.settings, api.timeout()
+    if isinstance(timeout, RetryLater):
+        return timeout
     url = settings.paypal_api_url + TOKEN_PATH
     response = _post(
-        session,
+        api.session,
         url,
-        settings.delivery_timeout,
+        timeout,
         data={"grant_type": "client_credentials"},
         auth=(settings.paypal_client_id or "", settings.paypal_client_secret or ""),
         headers={"Accept": "application/json"},
@@ -113,71 +145,67 @@ def _token_in(response: requests.Response) -> tuple[str, float] | RetryLater:
     return token, min(expires_in, 24 * 3600.0)
 
 
-def verify_event(
-    session: requests.Session,
-    settings: Settings,
-    tokens: TokenCache,
-    raw: bytes,
-    headers: Mapping[str, str],
-) -> Outcome:
+def verify_event(api: Api, raw: bytes, headers: Mapping[str, str]) -> Outcome:
     """Ask PayPal whether it sent event `raw` with these transmission headers."""
+    settings = api.settings
     missing = missing_configuration(settings)
     if missing:
         log.error("config_error", variable=missing, problem="not set: cannot verify PayPal events")
         return RetryLater(None, f"{missing} not set: cannot verify PayPal webhook events")
     body = verification_body(raw, headers, settings.paypal_webhook_id or "")
-    response = _with_token(
-        session, settings, tokens, lambda token: _verify_with(session, settings, token, body)
-    )
+    response = _with_token(api, lambda token, timeout: _verify_with(api, token, timeout, body))
     if isinstance(response, RetryLater):
         return response
     url = settings.paypal_api_url + VERIFY_PATH
     return classify_webhook_verification(response.status_code, response.text, response.headers, url)
 
 
-def _with_token(
-    session: requests.Session,
-    settings: Settings,
-    tokens: TokenCache,
-    call: Callable[[str], requests.Response | RetryLater],
-) -> requests.Response | RetryLater:
-    """`call` with the cached token; on a 401, with a fresh token once more."""
-    token = tokens.current(session, settings)
+Call = Callable[[str, float], "requests.Response | RetryLater"]
+
+
+def _with_token(api: Api, call: Call) -> requests.Response | RetryLater:
+    """`call(token, timeout)` with the cached token; on a 401, with a fresh token once more."""
+    response = _once(api, call)
+    if isinstance(response, tuple):
+        token, answer = response
+        if answer.status_code != 401:
+            return answer
+        # The cached token expired or was revoked early: a fresh one, once.
+        api.tokens.forget(token)
+        response = _once(api, call)
+    return response if not isinstance(response, tuple) else response[1]
+
+
+def _once(api: Api, call: Call) -> tuple[str, requests.Response] | RetryLater:
+    """`call` with the current token, within the attempt's time; the token and the answer."""
+    token = api.tokens.current(api)
     if isinstance(token, RetryLater):
         return token
-    response = call(token)
-    if not isinstance(response, RetryLater) and response.status_code == 401:
-        # The cached token expired or was revoked early: a fresh one, once.
-        tokens.forget(token)
-        token = tokens.current(session, settings)
-        if isinstance(token, RetryLater):
-            return token
-        response = call(token)
-    return response
+    timeout = api.timeout()
+    if isinstance(timeout, RetryLater):
+        return timeout
+    answer = call(token, timeout)
+    return answer if isinstance(answer, RetryLater) else (token, answer)
 
 
-def capture_payer_email(
-    session: requests.Session, settings: Settings, tokens: TokenCache, event: Mapping[str, Any]
-) -> str | None | RetryLater:
+def capture_payer_email(api: Api, event: Mapping[str, Any]) -> str | None | RetryLater:
     """The payer's e-mail of a verified capture's order (`GET /v2/checkout/orders/{id}`), for
     its `customerEmailHash`; None when the event names no order or the order has no e-mail."""
     order_id = capture_order_id(event)
     if order_id is None:
         return None
-    url = settings.paypal_api_url + ORDER_PATH + quote(order_id, safe="")
+    url = api.settings.paypal_api_url + ORDER_PATH + quote(order_id, safe="")
 
-    def get(token: str) -> requests.Response | RetryLater:
+    def get(token: str, timeout: float) -> requests.Response | RetryLater:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         try:
-            return session.get(
-                url, headers=headers, timeout=settings.delivery_timeout, allow_redirects=False
-            )
+            return api.session.get(url, headers=headers, timeout=timeout, allow_redirects=False)
         except requests.Timeout:
             return RetryLater(None, "order look-up: timeout")
         except requests.RequestException as exc:
             return RetryLater(None, f"order look-up: connection error: {type(exc).__name__}")
 
-    response = _with_token(session, settings, tokens, get)
+    response = _with_token(api, get)
     if isinstance(response, RetryLater):
         return response
     # Never the body in an error: an order's body holds the payer's e-mail.
@@ -202,11 +230,11 @@ def _payer_email(response: requests.Response) -> str | None:
 
 
 def _verify_with(
-    session: requests.Session, settings: Settings, token: str, body: bytes
+    api: Api, token: str, timeout: float, body: bytes
 ) -> requests.Response | RetryLater:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    url = settings.paypal_api_url + VERIFY_PATH
-    return _post(session, url, settings.delivery_timeout, data=body, headers=headers)
+    url = api.settings.paypal_api_url + VERIFY_PATH
+    return _post(api.session, url, timeout, data=body, headers=headers)
 
 
 def classify_webhook_verification(
