@@ -29,14 +29,12 @@ from bridge.delivery.outcomes import (
     backoff_delay,
     log_error,
 )
-from bridge.delivery.stats import stat
+from bridge.delivery.stats import WEBHOOK_VERIFICATIONS, stat
 from bridge.providers.paypal.ipn import map_ipn, parse_ipn
 from bridge.providers.paypal.webhooks import map_webhook_event, parse_event
 from config import Settings
 
 log = structlog.get_logger("refbridge.worker")
-# The counter of PayPal REST event verifications (the IPN's are `verifications`).
-WEBHOOK_VERIFICATIONS = "paypal_webhook_verifications"
 
 
 def run_lease(settings: Settings) -> float:

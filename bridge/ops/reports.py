@@ -6,11 +6,10 @@ import json
 import time
 from typing import Any
 
+from bridge.delivery.intake import PAYPAL_WEBHOOK
 from bridge.delivery.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger, item_key
-from bridge.delivery.stats import STATS, parse_stat, totals
+from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, parse_stat, totals
 
-WEBHOOK_VERIFICATIONS = "paypal_webhook_verifications"
-WEBHOOK_PROVIDER = "paypal_webhook"
 # The counters of attempts: postbacks, IPN verifications, PayPal REST event verifications.
 ATTEMPT_COUNTERS = ("postbacks", "verifications", WEBHOOK_VERIFICATIONS)
 # Due this long ago and still not claimed: no worker is sweeping.
@@ -89,7 +88,7 @@ def _paypal_webhooks(counters: dict[str, str], sums: dict[str, int]) -> dict[str
     rejected = 0
     for field, value in counters.items():
         name, labels = parse_stat(field)
-        if name == "webhooks" and labels.get("provider") == WEBHOOK_PROVIDER:
+        if name == "webhooks" and labels.get("provider") == PAYPAL_WEBHOOK:
             rejected += int(float(value)) if labels.get("outcome") == "rejected" else 0
     return {**shown, "paypal_webhook_rejected": rejected}
 
