@@ -433,3 +433,29 @@ def test_a_worker_without_credentials_names_them_and_retries(pp: Stack, tmp_path
     assert "PAYPAL_CLIENT_ID, PAYPAL_CLIENT_SECRET" in bare.output()
     assert pp.api.requests == []  # nothing was sent without credentials
     pp.refcampaign.wait_for(1)  # a worker with them delivers it
+
+
+def test_paypal_api_down_past_the_window_dead_letters_then_replays(
+    pp: Stack, tmp_path: Path
+) -> None:
+    pp.worker.stop()  # the only worker for a while: one with a 3 s delivery window
+    short = WorkerProcess({**pp.env, "DELIVERY_MAX_AGE": "3"}, tmp_path / "short.log").start()
+    pp.api.script(VERIFY_PATH, *[Scripted(503)] * 50)
+    raw = capture()
+    item = intake.paypal_event_item_id(event_id(raw), raw)
+    ledger = Ledger(redis.Redis.from_url(pp.env["REDIS_URL"]))
+    try:
+        pp.deliver(raw)
+        wait_until(lambda: item in ledger.dead_letter_ids(), what="the dead letter")
+    finally:
+        short.stop()
+        pp.worker.start()
+    entry = reports.dead_letter_entry(ledger, item)
+    assert entry is not None and entry["reason"] == "exhausted" and entry["status"] == 503
+    assert entry["providerEventId"] == event_id(raw)
+    assert pp.refcampaign.requests == []
+    with pp.api.lock:
+        pp.api.scripted.clear()  # PayPal is back
+    assert ledger.replay([item]) == [item]
+    [payload] = pp.refcampaign.wait_for(1)
+    assert payload["metadata"]["eventId"] == event_id(raw)
