@@ -427,11 +427,11 @@ def test_a_worker_without_credentials_names_them_and_retries(pp: Stack, tmp_path
         pp.deliver(capture())
         wait_until(lambda: bare.output().count('"config_error"') >= 2, what="config errors")
         assert bare.proc is not None and bare.proc.poll() is None
+        assert pp.api.requests == []  # nothing was sent without credentials
     finally:
         bare.stop()
         pp.worker.start()
     assert "PAYPAL_CLIENT_ID, PAYPAL_CLIENT_SECRET" in bare.output()
-    assert pp.api.requests == []  # nothing was sent without credentials
     pp.refcampaign.wait_for(1)  # a worker with them delivers it
 
 
