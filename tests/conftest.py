@@ -16,6 +16,7 @@ from config import Settings
 from tests.processes import WorkerProcess
 from tests.signing import OTHER_SECRET, SECRET
 from tests.standins.paypal import PayPalVerifier
+from tests.standins.paypal_api import CLIENT_ID, CLIENT_SECRET, WEBHOOK_ID, PayPalApi
 from tests.standins.refcampaign import RefCampaign
 
 API_KEY = "rc_test_key_5b8f0d2a"
@@ -80,9 +81,31 @@ def paypal(_paypal: PayPalVerifier) -> PayPalVerifier:
     return _paypal
 
 
+@pytest.fixture(scope="session")
+def _paypal_api() -> Iterator[PayPalApi]:
+    server = PayPalApi().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture()
-def env(redis_url: str, refcampaign: RefCampaign, paypal: PayPalVerifier) -> dict[str, str]:
+def paypal_api(_paypal_api: PayPalApi) -> PayPalApi:
+    _paypal_api.reset()
+    return _paypal_api
+
+
+@pytest.fixture()
+def env(
+    redis_url: str, refcampaign: RefCampaign, paypal: PayPalVerifier, paypal_api: PayPalApi
+) -> dict[str, str]:
     """The environment of a test deployment: fast retries, short timeouts."""
+    return deployment_env(redis_url, refcampaign, paypal, paypal_api)
+
+
+def deployment_env(
+    redis_url: str, refcampaign: RefCampaign, paypal: PayPalVerifier, paypal_api: PayPalApi
+) -> dict[str, str]:
+    """`env` for fixtures of a wider scope (a worker shared by a whole test module)."""
     base = {
         k: v
         for k, v in os.environ.items()
@@ -95,6 +118,10 @@ def env(redis_url: str, refcampaign: RefCampaign, paypal: PayPalVerifier) -> dic
         "REFCAMPAIGN_API_URL": refcampaign.url,
         "STRIPE_WEBHOOK_SECRET": f"{SECRET},{OTHER_SECRET}",
         "PAYPAL_IPN_VERIFY_URL": paypal.verify_url,
+        "PAYPAL_WEBHOOK_ID": WEBHOOK_ID,
+        "PAYPAL_CLIENT_ID": CLIENT_ID,
+        "PAYPAL_CLIENT_SECRET": CLIENT_SECRET,
+        "PAYPAL_API_URL": paypal_api.url,
         "DELIVERY_BACKOFF_BASE": "0.3",
         "DELIVERY_BACKOFF_MAX": "1",
         "DELIVERY_MAX_AGE": "60",

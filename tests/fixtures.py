@@ -9,6 +9,7 @@ from typing import Any
 FIXTURES_DIR = Path(__file__).resolve().parent / "samples"
 STRIPE_FIXTURES_DIR = FIXTURES_DIR / "stripe"
 PAYPAL_FIXTURES_DIR = FIXTURES_DIR / "paypal"
+PAYPAL_WEBHOOK_FIXTURES_DIR = FIXTURES_DIR / "paypal_webhooks"
 
 # Upstream stored only `data` for the `pay__*` files; the envelope they get here is made up.
 PAY_EVENT_CREATED = 1_700_000_000
@@ -25,6 +26,16 @@ def stripe_fixture(name: str) -> dict[str, Any]:
 def paypal_fixture(name: str) -> bytes:
     """The raw IPN body in `tests/samples/paypal/<name>`, byte for byte."""
     return (PAYPAL_FIXTURES_DIR / name).read_bytes()
+
+
+def paypal_webhook_fixture(name: str) -> bytes:
+    """The raw PayPal REST webhook event body in `tests/samples/paypal_webhooks/<name>`."""
+    return (PAYPAL_WEBHOOK_FIXTURES_DIR / name).read_bytes()
+
+
+def paypal_webhook_fixture_names() -> list[str]:
+    """Every PayPal REST webhook event fixture file name, sorted."""
+    return sorted(path.name for path in PAYPAL_WEBHOOK_FIXTURES_DIR.glob("*.json"))
 
 
 def stripe_fixture_names() -> list[str]:

@@ -1,4 +1,5 @@
-"""One attempt at a ledger item: deliver a conversion, or verify an IPN and map it."""
+"""One attempt at a ledger item: deliver a conversion, or verify a PayPal message (an IPN or a
+REST webhook event) and map it."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import requests
 import structlog
 
-from bridge.conversion import Conversion, Ignored, Rejected
-from bridge.delivery import intake
+from bridge.conversion import Conversion, Ignored, Rejected, email_hash
+from bridge.delivery import intake, paypal_api
 from bridge.delivery.http_client import post_conversion, verify_ipn
 from bridge.delivery.ledger import WORKER_DIED, Claim, Claimed, Ledger
 from bridge.delivery.outcomes import (
@@ -28,8 +29,9 @@ from bridge.delivery.outcomes import (
     backoff_delay,
     log_error,
 )
-from bridge.delivery.stats import stat
+from bridge.delivery.stats import WEBHOOK_VERIFICATIONS, stat
 from bridge.providers.paypal.ipn import map_ipn, parse_ipn
+from bridge.providers.paypal.webhooks import map_webhook_event, parse_event
 from config import Settings
 
 log = structlog.get_logger("refbridge.worker")
@@ -40,6 +42,8 @@ def run_lease(settings: Settings) -> float:
     return 2 * settings.delivery_timeout + 10
 
 
+# Seconds of a lease kept free for recording an attempt's outcome after its last HTTP call.
+LEASE_MARGIN = 5.0
 # Items one task claims at a time; each gets its own thread, so every claimed item is being
 # worked on at once and a claim's lease (run_lease) covers exactly one attempt.
 BATCH = 8
@@ -49,12 +53,18 @@ BATCH_LOOP_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class Worker:
-    """What attempts need: the ledger, the HTTP session, settings and a thread pool."""
+    """What attempts need: the ledger, the HTTP session, settings, a thread pool and the
+    process's PayPal API token."""
 
     ledger: Ledger
     session: requests.Session
     settings: Settings
     threads: ThreadPoolExecutor
+    paypal_tokens: paypal_api.TokenCache = field(default_factory=paypal_api.TokenCache)
+
+
+# Items holding a raw provider message that a worker verifies before anything is delivered.
+RAW_KINDS = ("ipn", intake.PAYPAL_WEBHOOK)
 
 
 def process_due(worker: Worker, took_nudge: bool = True) -> int:
@@ -101,11 +111,11 @@ def process_item(worker: Worker, claim: Claim) -> str:
         attempt=int(_number(item, "attempts", 1)),
         provider_event_id=item.get("event_id"),
     )
-    ipn = item.get("kind") == "ipn"
-    if not ipn:
+    raw = item.get("kind") in RAW_KINDS
+    if not raw:
         bound = bound.bind(externalId=item.get("external_id"))
     try:
-        outcome = _verify(worker, item) if ipn else _deliver(worker, item)
+        outcome = _verify(worker, item) if raw else _deliver(worker, item)
     except Exception as exc:  # noqa: BLE001 — one item's failure must not stop its batch
         bound.exception("attempt_crashed")
         # The exception's type only: its message may quote the item.
@@ -127,7 +137,19 @@ def _deliver(worker: Worker, item: dict[str, str]) -> Outcome:
 
 
 def _verify(worker: Worker, item: dict[str, str]) -> Outcome:
-    return verify_ipn(worker.session, worker.settings, base64.b64decode(item["raw"]))
+    raw = base64.b64decode(item["raw"])
+    if item.get("kind") == intake.PAYPAL_WEBHOOK:
+        headers = json.loads(item["headers"])
+        return paypal_api.verify_event(_paypal(worker, item), raw, headers)
+    return verify_ipn(worker.session, worker.settings, raw)
+
+
+def _paypal(worker: Worker, item: dict[str, str]) -> paypal_api.Api:
+    """PayPal's API for an attempt at `item`, done before its claim's lease runs out."""
+    # The claim set last_attempt_at; a margin keeps the attempt's finish inside the lease.
+    claimed_at = _number(item, "last_attempt_at", time.time())
+    until = claimed_at + run_lease(worker.settings) - LEASE_MARGIN
+    return paypal_api.Api(worker.session, worker.settings, worker.paypal_tokens, until)
 
 
 def _record(
@@ -155,10 +177,13 @@ def _record(
         ledger.mark_delivered(claim, fields, latency=now - _number(item, "received_at", now))
         return "delivered"
     if isinstance(outcome, Verified):
-        ledger.count(stat("verifications", outcome="verified"))
+        ledger.count(_stat_for(item, "verified"))
+        if item.get("kind") == intake.PAYPAL_WEBHOOK:
+            return _after_verified_event(worker, claim, item, notes)
         return _after_verified(worker, claim, item)
     if isinstance(outcome, Invalid):
-        ledger.count(stat("verifications", outcome="invalid"))
+        webhook = item.get("kind") == intake.PAYPAL_WEBHOOK
+        ledger.count(_stat_for(item, "failure" if webhook else "invalid"))
         _drop_forgery(ledger, claim, item)
         return "rejected"
     if isinstance(outcome, DeadLetter):
@@ -170,9 +195,12 @@ def _record(
 
 
 def _stat_for(item: dict[str, str], outcome: str, reason: str = "") -> str:
-    """The counter of a retry or dead-letter: postbacks for conversions, verifications for IPNs."""
+    """The counter of an attempt's outcome: postbacks for conversions, verifications for IPNs
+    and PayPal REST events."""
     if item.get("kind") == "ipn":
         return stat("verifications", outcome=outcome)
+    if item.get("kind") == intake.PAYPAL_WEBHOOK:
+        return stat(WEBHOOK_VERIFICATIONS, outcome=outcome)
     return stat("postbacks", outcome=outcome, reason=reason)
 
 
@@ -237,18 +265,24 @@ def _reject(
     ledger: Ledger, claim: Claim, item: dict[str, str], reason: str, detail: str = ""
 ) -> None:
     fields = {"status": "rejected", "reason": reason, "raw": ""}
-    rejected = stat("webhooks", provider="paypal", outcome="rejected", reason=reason)
+    provider = item.get("provider") or "paypal"
+    rejected = stat("webhooks", provider=provider, outcome="rejected", reason=reason)
     ledger.mark_done(claim, fields, rejected)
     _record_rejected(ledger, claim, item, reason, detail)
 
 
 def _drop_forgery(ledger: Ledger, claim: Claim, item: dict[str, str]) -> None:
-    """An IPN PayPal did not send: nothing of it is kept but counters, a marker and a line."""
+    """A message PayPal did not send: nothing of it is kept but counters, a marker and a line."""
     # Anyone can post these, as many as they like: a 30-day record of each would let them
     # fill Redis. The marker lets a replay of the same bytes pass as a duplicate for a while.
-    rejected = stat("webhooks", provider="paypal", outcome="rejected", reason="ipn_invalid")
-    if ledger.discard(claim, intake.ipn_seen_key(claim.item_id), rejected):
-        _record_rejected(ledger, claim, item, "ipn_invalid")
+    if item.get("kind") == intake.PAYPAL_WEBHOOK:
+        provider, reason = intake.PAYPAL_WEBHOOK, "verification_failure"
+        seen = intake.paypal_event_seen_key(claim.item_id)
+    else:
+        provider, reason, seen = "paypal", "ipn_invalid", intake.ipn_seen_key(claim.item_id)
+    rejected = stat("webhooks", provider=provider, outcome="rejected", reason=reason)
+    if ledger.discard(claim, seen, rejected):
+        _record_rejected(ledger, claim, item, reason)
 
 
 def _record_rejected(
@@ -287,14 +321,51 @@ def _after_verified(worker: Worker, claim: Claim, item: dict[str, str]) -> str:
     return _accept_mapped(worker, claim, item, result, done)
 
 
-def _accept_mapped(
-    worker: Worker, claim: Claim, item: dict[str, str], conversion: Conversion, done: dict[str, str]
+def _after_verified_event(
+    worker: Worker, claim: Claim, item: dict[str, str], notes: dict[str, str | float]
 ) -> str:
+    """A PayPal REST event PayPal vouched for: map it and record its conversion."""
+    event = parse_event(base64.b64decode(item["raw"]))
+    if event is None:  # it parsed at intake: a corrupt item
+        _reject(worker.ledger, claim, item, "malformed_event")
+        return "rejected"
+    result = map_webhook_event(event, recurring=worker.settings.recurring_conversions)
+    if isinstance(result, Rejected):
+        _reject(worker.ledger, claim, item, result.reason, result.detail)
+        return "rejected"
+    done = {"status": "verified", "raw": "", "headers": ""}
+    if isinstance(result, Ignored):
+        ignored = stat(
+            "webhooks", provider=intake.PAYPAL_WEBHOOK, outcome="ignored", reason=result.reason
+        )
+        worker.ledger.mark_done(claim, {**done, "reason": result.reason}, ignored)
+        return "ignored"
+    if not result.attributed:
+        # A capture carries no buyer: its order may, for the customerEmailHash.
+        email = paypal_api.capture_payer_email(_paypal(worker, item), event)
+        if isinstance(email, RetryLater):
+            attempt = {"last_attempt_at": time.time(), "last_status": email.status or ""}
+            return _retry(worker, claim, item, email, attempt, notes)
+        if email:
+            result = replace(result, customer_email_hash=email_hash(email))
+    return _accept_mapped(worker, claim, item, result, done, event_id=event["id"])
+
+
+def _accept_mapped(
+    worker: Worker,
+    claim: Claim,
+    item: dict[str, str],
+    conversion: Conversion,
+    done: dict[str, str],
+    event_id: str = "",
+) -> str:
+    # The conversion's ledger id is its externalId: an IPN's txn_id and a REST capture's id
+    # are the same value, so whichever of the two arrives second is a duplicate.
     accepted = intake.accept_conversion(
         worker.ledger,
         conversion,
-        provider="paypal",
-        event_id=conversion.external_id,
+        provider=item.get("provider") or "paypal",
+        event_id=event_id or conversion.external_id,
         received_at=_number(item, "received_at", time.time()),
     )
     # Mark the IPN done only after its conversion is recorded: a crash in between re-verifies.

@@ -147,3 +147,41 @@ def accept_ipn(ledger: Ledger, raw: bytes, track_id: str) -> IntakeResult:
     stats = ("", stat("webhooks", provider="paypal", outcome="duplicate", reason="same_message"))
     recorded = ledger.enqueue(item, ipn_seen_key(item), fields, stats)
     return Accepted(item) if recorded else Duplicate()
+
+
+PAYPAL_WEBHOOK = "paypal_webhook"
+
+
+def paypal_event_item_id(event_id: str, raw: bytes) -> str:
+    """The ledger id of a raw PayPal REST event: its id and a digest of its bytes.
+
+    PayPal resends an event's same bytes until it gets a 200: a duplicate. The digest keeps a
+    forged body that borrows a genuine event's id (nobody has verified either yet) from
+    shadowing the genuine one; after verification the conversion's own dedupe on the event id
+    and externalId holds.
+    """
+    return f"ppwh_{event_id}_{hashlib.sha256(raw).hexdigest()[:16]}"
+
+
+def paypal_event_seen_key(item: str) -> str:
+    """The key that marks a raw PayPal REST event as seen."""
+    return f"rb:seen:{PAYPAL_WEBHOOK}:{item}"
+
+
+def accept_paypal_event(
+    ledger: Ledger, raw: bytes, headers: dict[str, str], event_id: str
+) -> IntakeResult:
+    """Record a raw, not yet verified PayPal REST event and its transmission headers for a
+    worker to verify with PayPal."""
+    item = paypal_event_item_id(event_id, raw)
+    fields: dict[str, str | float] = {
+        "kind": PAYPAL_WEBHOOK,
+        "provider": PAYPAL_WEBHOOK,
+        "event_id": event_id,
+        "raw": base64.b64encode(raw).decode("ascii"),
+        "headers": json_text.dumps(headers),
+        "received_at": time.time(),
+    }
+    duplicate = stat("webhooks", provider=PAYPAL_WEBHOOK, outcome="duplicate", reason="same_event")
+    recorded = ledger.enqueue(item, paypal_event_seen_key(item), fields, ("", duplicate))
+    return Accepted(item) if recorded else Duplicate()

@@ -12,7 +12,7 @@ import redis
 
 from bridge.delivery import scripts as ledger_scripts
 from bridge.delivery.nudges import QUEUE, new_ids
-from bridge.delivery.stats import STATS, latency_fields, stat
+from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, latency_fields, stat
 
 PREFIX = "rb:item:"
 DUE = "rb:due"
@@ -40,6 +40,8 @@ _DEATH_STATS = (
     stat("postbacks", outcome="dead_lettered", reason=WORKER_DIED),
     stat("verifications", outcome=WORKER_DIED),
     stat("verifications", outcome="dead_lettered"),
+    stat(WEBHOOK_VERIFICATIONS, outcome=WORKER_DIED),
+    stat(WEBHOOK_VERIFICATIONS, outcome="dead_lettered"),
 )
 
 

@@ -11,6 +11,8 @@ import re
 from collections import defaultdict
 
 STATS = "rb:stats"
+# The counter of PayPal REST webhook verifications (the IPN's are `verifications`).
+WEBHOOK_VERIFICATIONS = "paypal_webhook_verifications"
 LATENCY = "delivery_latency"
 LATENCY_BUCKETS = (
     0.01,

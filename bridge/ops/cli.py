@@ -153,6 +153,13 @@ STATUS_SECTIONS = {
         "duplicate",
         "consumer_stuck",
     ),
+    "PayPal REST webhooks": (
+        "paypal_webhook_verified",
+        "paypal_webhook_failure",
+        "paypal_webhook_retried",
+        "paypal_webhook_dead_lettered",
+        "paypal_webhook_rejected",
+    ),
     "Latest": ("last_delivered_at", "last_error", "last_error_at"),
 }
 

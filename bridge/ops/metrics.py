@@ -46,6 +46,11 @@ COUNTERS = {
         "Catch-up runs, by provider and outcome (completed, failed)",
         ("provider", "outcome"),
     ),
+    "paypal_webhook_verifications": (
+        "refbridge_paypal_webhook_verifications",
+        "PayPal REST webhook verification attempts (verify-webhook-signature), by outcome",
+        ("outcome",),
+    ),
     "worker": (
         "refbridge_worker_events",
         "Worker self-healing events (consumer_stuck: a worker restarted itself), by outcome",

@@ -7,9 +7,12 @@ import time
 from typing import Any
 
 from bridge.catchup.run import last_runs
+from bridge.delivery.intake import PAYPAL_WEBHOOK
 from bridge.delivery.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger, item_key
-from bridge.delivery.stats import STATS, totals
+from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, parse_stat, totals
 
+# The counters of attempts: postbacks, IPN verifications, PayPal REST event verifications.
+ATTEMPT_COUNTERS = ("postbacks", "verifications", WEBHOOK_VERIFICATIONS)
 # Due this long ago and still not claimed: no worker is sweeping.
 OVERDUE_AFTER = 5.0
 
@@ -65,12 +68,11 @@ def status(ledger: Ledger) -> dict[str, Any]:
         "ignored": sums.get("webhooks.ignored", 0),
         "duplicate": sums.get("webhooks.duplicate", 0),
         "accepted": sums.get("webhooks.accepted", 0),
-        "retried": sums.get("postbacks.retried", 0) + sums.get("verifications.retried", 0),
-        "crashed": sums.get("postbacks.crashed", 0) + sums.get("verifications.crashed", 0),
-        "worker_died": sums.get("postbacks.worker_died", 0)
-        + sums.get("verifications.worker_died", 0),
-        "dead_lettered": sums.get("postbacks.dead_lettered", 0)
-        + sums.get("verifications.dead_lettered", 0),
+        "retried": _across(sums, "retried"),
+        "crashed": _across(sums, "crashed"),
+        "worker_died": _across(sums, "worker_died"),
+        "dead_lettered": _across(sums, "dead_lettered"),
+        **_paypal_webhooks(counters, sums),
         "consumer_stuck": sums.get("worker.consumer_stuck", 0),
         "last_delivered_at": _iso(counters.get("last_delivered_at")),
         "last_error": counters.get("last_error") or None,
@@ -87,6 +89,25 @@ def status(ledger: Ledger) -> dict[str, Any]:
             for provider, run in sorted(last_runs(counters).items())
         },
     }
+
+
+def _paypal_webhooks(counters: dict[str, str], sums: dict[str, int]) -> dict[str, int]:
+    """The PayPal REST webhook path: its verification outcomes and its rejections."""
+    shown = {
+        f"paypal_webhook_{outcome}": sums.get(f"{WEBHOOK_VERIFICATIONS}.{outcome}", 0)
+        for outcome in ("verified", "failure", "retried", "dead_lettered")
+    }
+    rejected = 0
+    for field, value in counters.items():
+        name, labels = parse_stat(field)
+        if name == "webhooks" and labels.get("provider") == PAYPAL_WEBHOOK:
+            rejected += int(float(value)) if labels.get("outcome") == "rejected" else 0
+    return {**shown, "paypal_webhook_rejected": rejected}
+
+
+def _across(sums: dict[str, int], outcome: str) -> int:
+    """An attempt outcome summed over postbacks and both kinds of PayPal verification."""
+    return sum(sums.get(f"{name}.{outcome}", 0) for name in ATTEMPT_COUNTERS)
 
 
 def _iso(value: str | float | None) -> str | None:

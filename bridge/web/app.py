@@ -15,6 +15,7 @@ from bridge.redis_client import REDIS_ERRORS, connect
 from bridge.web.edge import MAX_BODY
 from bridge.web.operations import operations_blueprint
 from bridge.web.paypal_ipn import paypal_ipn_blueprint
+from bridge.web.paypal_webhooks import paypal_webhooks_blueprint
 from bridge.web.settings import web_settings_or_exit
 from bridge.web.stripe import stripe_blueprint
 from config import Settings
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["refbridge"] = {"settings": settings, "ledger": ledger}
     app.register_blueprint(stripe_blueprint(settings, ledger))
     app.register_blueprint(paypal_ipn_blueprint(settings, ledger))
+    app.register_blueprint(paypal_webhooks_blueprint(settings, ledger))
     app.register_blueprint(operations_blueprint(ledger, settings.metrics_bearer_token))
     _errors(app)
     return app

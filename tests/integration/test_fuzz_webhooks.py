@@ -413,3 +413,82 @@ def test_paypal_any_form_message_is_queued_byte_for_byte(client, redis_url, body
     response = client.post("/webhooks/paypal/ipn", data=body, headers=headers)
     check_ipn_answer(r, response, body)
     assert response.status_code == 200
+
+
+# --- PayPal REST webhooks -----------------------------------------------------------------------
+
+REST_ROUTE = "/webhooks/paypal"
+REST_ALLOWED = {200, 400, 413}
+TRANSMISSION = (
+    "PAYPAL-TRANSMISSION-ID",
+    "PAYPAL-TRANSMISSION-TIME",
+    "PAYPAL-TRANSMISSION-SIG",
+    "PAYPAL-CERT-URL",
+    "PAYPAL-AUTH-ALGO",
+)
+transmission_headers = st.fixed_dictionaries(
+    {}, optional={name: header_text | st.just("x" * 2000) for name in TRANSMISSION}
+)
+genuine_ids = st.builds(lambda n: f"WH-{n:017d}-{n % 9999:08d}", st.integers(0, 10**17))
+event_ids = st.one_of(
+    genuine_ids,
+    genuine_ids,
+    genuine_ids,
+    st.text(max_size=300),
+    st.integers(),
+    st.none(),
+)
+
+
+@st.composite
+def rest_events(draw: st.DrawFn) -> bytes:
+    """JSON objects that look more or less like PayPal events."""
+    event: dict[str, Any] = {"id": draw(event_ids)}
+    if draw(st.integers(0, 9)):
+        event["event_type"] = draw(
+            st.sampled_from(["PAYMENT.CAPTURE.COMPLETED", "PAYMENT.SALE.COMPLETED"])
+            | st.text(max_size=40)
+        )
+    if draw(st.integers(0, 9)):
+        event["resource"] = draw(st.dictionaries(st.text(max_size=20), json_values, max_size=6))
+    return json.dumps(event, ensure_ascii=draw(st.booleans())).encode()
+
+
+def check_rest_answer(r: redis.Redis, response: Any, body: bytes, headers: dict[str, str]) -> None:
+    """200 exactly when the raw event and its five headers were queued untouched, unverified."""
+    assert_sane(response, REST_ALLOWED)
+    event(f"status {response.status_code}")
+    if response.status_code != 200:
+        assert_nothing_queued(r)
+        return
+    assert all(0 < len(headers.get(name, "")) <= 1024 for name in TRANSMISSION)
+    [(key, fields)] = items(r).items()
+    assert key.startswith("rb:item:ppwh_")
+    # Queued for a worker to verify with PayPal; never as a conversion.
+    assert fields[b"kind"] == b"paypal_webhook"
+    assert base64.b64decode(fields[b"raw"]) == body
+    assert json.loads(fields[b"headers"]) == {name: headers[name] for name in TRANSMISSION}
+    assert isinstance(json.loads(body)["id"], str)
+
+
+@FUZZ
+@given(
+    body=random_bodies | rest_events(),
+    headers=transmission_headers,
+    extra=random_headers,
+)
+def test_paypal_rest_random_requests(client, redis_url, body, headers, extra):
+    r = fresh(redis_url)
+    response = client.post(REST_ROUTE, data=body, headers={**extra, **headers})
+    check_rest_answer(r, response, body, headers)
+
+
+@FUZZ
+@given(body=rest_events(), data=st.data())
+def test_paypal_rest_events_with_every_header(client, redis_url, body, data):
+    headers = {name: data.draw(header_text.filter(bool)) for name in TRANSMISSION}
+    if data.draw(st.integers(0, 3)) == 0:
+        body = data.draw(mutated(body))
+    r = fresh(redis_url)
+    response = client.post(REST_ROUTE, data=body, headers=headers, content_type="application/json")
+    check_rest_answer(r, response, body, headers)

@@ -23,6 +23,7 @@ import requests
 from bridge.ops.embedded_redis import free_port
 from tests.processes import WebProcess
 from tests.signing import stripe_body, stripe_headers
+from tests.standins.paypal_api import transmission
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,6 +32,12 @@ SLOW_BODY_HEAD = (
     b"Content-Length: 4000\r\n\r\n"
 )
 SLOW_HEADERS_HEAD = b"POST /webhooks/stripe HTTP/1.1\r\nHost: refbridge\r\n"
+# The same slow body on the PayPal REST route, its transmission headers complete.
+SLOW_REST_BODY_HEAD = (
+    b"POST /webhooks/paypal HTTP/1.1\r\nHost: refbridge\r\nContent-Type: application/json\r\n"
+    + b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in transmission("WH-SLOW").items())
+    + b"Content-Length: 4000\r\n\r\n"
+)
 
 
 @pytest.fixture()
@@ -128,7 +135,8 @@ def test_webhooks_keep_their_latency_while_100_slow_clients_are_connected(
     web: WebProcess, redis_url: str
 ) -> None:
     quiet = [signed_webhook(web.url, n) for n in range(15)][5:]
-    heads = [SLOW_BODY_HEAD if n % 2 else SLOW_HEADERS_HEAD for n in range(100)]
+    bodies = (SLOW_BODY_HEAD, SLOW_REST_BODY_HEAD)
+    heads = [bodies[n // 2 % 2] if n % 2 else SLOW_HEADERS_HEAD for n in range(100)]
     trickle = Trickle(web.port, heads, b"x")
     try:
         time.sleep(2)  # every slow client connected and dripping

@@ -31,6 +31,7 @@ from config.settings import PAYPAL_SANDBOX_VERIFY_URL
 from tests.fixtures import PAYPAL_FIXTURES_DIR, paypal_fixture, stripe_fixture
 from tests.processes import WebProcess
 from tests.signing import OTHER_SECRET, SECRET, stripe_body, stripe_headers
+from tests.standins.paypal_api import transmission
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
@@ -39,6 +40,7 @@ TOLERANCE = 300  # STRIPE_SIGNATURE_TOLERANCE's default; the `env` fixture leave
 PAYPAL_LIVE = "https://ipnpb.paypal.com/cgi-bin/webscr"
 TEST_IPN = "django_paypal__express_checkout_windows1252_custom_with_ampersand.txt"
 IPN = "boxbilling__web_accept_completed.txt"
+REST_LIMIT = 256 * 1024
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -535,7 +537,7 @@ def test_content_type_is_ignored_the_signed_bytes_decide(client, redis_url, cont
     assert queued(redis_url)["items"] == ["rb:item:cs_test_edge"]
 
 
-@pytest.mark.parametrize("route", ["/webhooks/stripe", "/webhooks/paypal/ipn"])
+@pytest.mark.parametrize("route", ["/webhooks/stripe", "/webhooks/paypal/ipn", "/webhooks/paypal"])
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
 def test_other_methods_on_webhook_routes_are_405_json(client, route, method):
     response = client.open(route, method=method, data=b"x=1")
@@ -550,7 +552,7 @@ def test_other_methods_on_webhook_routes_are_405_json(client, route, method):
         "/",
         "/webhooks",
         "/webhooks/stripe/",
-        "/webhooks/paypal",
+        "/webhooks/paypal/",
         "/webhooks/STRIPE",
         "/webhooks/stripe/../paypal/ipn%00",
         "/" + "a" * 5000,
@@ -929,7 +931,7 @@ def test_malformed_http_is_refused_by_the_server_with_a_4xx(web, redis_url, requ
     assert_still_serving(port, redis_url)
 
 
-@pytest.mark.parametrize("route", ["/webhooks/stripe", "/webhooks/paypal/ipn"])
+@pytest.mark.parametrize("route", ["/webhooks/stripe", "/webhooks/paypal/ipn", "/webhooks/paypal"])
 @pytest.mark.parametrize(
     "chunks",
     [
@@ -976,6 +978,8 @@ def chunked(body: bytes, size: int = 64 * 1024) -> bytes:
         pytest.param("/webhooks/paypal/ipn", MIB + 64 * 1024, 413, id="paypal over"),
         pytest.param("/webhooks/paypal/ipn", IPN_LIMIT, 200, id="paypal exactly 64 KiB"),
         pytest.param("/webhooks/paypal/ipn", IPN_LIMIT + 1, 413, id="paypal 64 KiB + 1"),
+        pytest.param("/webhooks/paypal", REST_LIMIT, 200, id="paypal rest exactly 256 KiB"),
+        pytest.param("/webhooks/paypal", REST_LIMIT + 1, 413, id="paypal rest 256 KiB + 1"),
     ],
 )
 def test_real_chunked_request(web, redis_url, route, size, status):
@@ -983,6 +987,10 @@ def test_real_chunked_request(web, redis_url, route, size, status):
     if route == "/webhooks/stripe":
         body = padded_to(size)
         extra = f"Stripe-Signature: {signature(body)}\r\n"
+    elif route == "/webhooks/paypal":
+        raw = json.dumps({"id": "WH-EDGE", "event_type": "X", "resource": {}}).encode()
+        body = raw + b" " * (size - len(raw))
+        extra = "".join(f"{name}: {value}\r\n" for name, value in transmission("WH-EDGE").items())
     else:
         raw = paypal_fixture(IPN)
         body = raw + b"&pad=" + b"x" * (size - len(raw) - 5)

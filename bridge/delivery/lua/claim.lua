@@ -1,6 +1,7 @@
 -- KEYS: due, retry, nudges, suspect, dlq, stats, undelivered.
 -- ARGV: now, lease_until, token_prefix, limit, took_nudge, scan, max_deaths,
---       died_stat, dead_stat (conversions), died_stat, dead_stat (IPN messages).
+--       died_stat, dead_stat (conversions), died_stat, dead_stat (IPN messages),
+--       died_stat, dead_stat (PayPal REST webhook events).
 -- Claims up to `limit` due items for attempts: new token, lease, attempt count, `in_flight`.
 -- Returns {key, token, {field, value, ...}, died_in, ...}: `died_in` is '' when the item's last
 -- attempt finished, else how it was claimed when its worker died ('batch' or 'alone'); token ''
@@ -75,6 +76,7 @@ for i, key in ipairs(keys) do
   elseif taken == 0 and slot_free(key) then
     local died, dead = ARGV[8], ARGV[9]
     if state[3] == 'ipn' then died, dead = ARGV[10], ARGV[11] end
+    if state[3] == 'paypal_webhook' then died, dead = ARGV[12], ARGV[13] end
     local deaths = count(key, 'deaths')
     if state[2] == 'alone' then
       deaths = deaths + 1
