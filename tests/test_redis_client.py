@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -63,17 +64,31 @@ def test_threads_share_a_client_safely(own_redis: EmbeddedRedis):
 
 
 def test_a_reply_left_unread_is_never_read_as_the_next_commands(own_redis: EmbeddedRedis):
+    # A real interruption while the client waits for a reply (a signal handler raising, as a
+    # timeout or Ctrl-C would): the connection that still owes that reply must not be reused.
     client = connect(own_redis.start().url)
-    client.mset({"a": "1", "b": "2"})
-    real = client.parse_response
+    client.set("b", "2")
 
-    def interrupted(*args, **kwargs):
-        client.parse_response = real  # type: ignore[method-assign]
-        raise RuntimeError("interrupted between sending GET a and reading its reply")
+    def interrupt(*_: object) -> None:
+        raise RuntimeError("interrupted while waiting for BLPOP's reply")
 
-    client.parse_response = interrupted  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
-        client.get("a")
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(RuntimeError):
+            client.blpop(["waiting"], timeout=2)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # Were the interrupted connection pooled again, Redis would hold this GET behind the
+    # blocked BLPOP, and the client would read BLPOP's reply ([waiting, late]) as GET's.
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(client.get("b")))
+    reader.start()
+    reader.join(0.5)
+    connect(own_redis.url).lpush("waiting", "late")
+    reader.join(10)
+    assert got == [b"2"]
     assert client.get("b") == b"2"
 
 
