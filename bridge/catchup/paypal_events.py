@@ -124,7 +124,8 @@ class PayPalEvents:
         return None
 
     def _api(self) -> paypal_api.Api:
-        return paypal_api.Api(self.session, self.settings, self.tokens, time.time() + TIMEOUT)
+        until = time.time() + TIMEOUT
+        return paypal_api.Api(self.session, self.settings, self.tokens, until, log_refusal=False)
 
     def _page(self, url: str) -> dict[str, Any]:
         """One page's JSON, retried on 429, 5xx and network errors; a 401 gets one new token."""
