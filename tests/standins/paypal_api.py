@@ -117,15 +117,12 @@ class PayPalApiHandler(Handler):
             return self.reply(400, b'{"name":"VALIDATION_ERROR"}', JSON)
         if not 1 <= size <= 300 or offset < 0:
             return self.reply(400, b'{"name":"VALIDATION_ERROR"}', JSON)
+        low = start if start is not None else float("-inf")
+        high = end if end is not None else float("inf")
         with server.lock:
-            events = [
-                e
-                for e in server.events
-                if (start is None or _moment(e["create_time"]) >= start)  # type: ignore[operator]
-                and (end is None or _moment(e["create_time"]) <= end)  # type: ignore[operator]
-            ]
+            events = [e for e in server.events if low <= _created(e) <= high]
             next_base = server.next_base or server.url
-        events.sort(key=lambda e: (_moment(e["create_time"]), e["id"]), reverse=True)
+        events.sort(key=lambda e: (_created(e), e["id"]), reverse=True)
         page = events[offset : offset + size]
         links = []
         if offset + size < len(events):
@@ -215,6 +212,10 @@ class PayPalApiHandler(Handler):
         with server.lock:
             server.verdicts.append(verdict)
         self.reply(200, json.dumps({"verification_status": verdict}).encode(), JSON)
+
+
+def _created(event: dict[str, Any]) -> float:
+    return _moment(event["create_time"]) or 0.0
 
 
 def _moment(text: str | None) -> float | None:
