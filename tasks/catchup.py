@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from celery import Celery, bootsteps
 
-from bridge.catchup.auto import run_if_due
+from bridge.catchup.auto import configured_providers, run_if_due
 from bridge.redis_client import REDIS_ERRORS, reachability
 from config import Settings
 from tasks.resources import current_worker
@@ -36,8 +36,12 @@ class CatchUp(bootsteps.StartStopStep):
         settings: Settings = app.conf.refbridge_settings
         if not settings.catchup_interval:
             return
-        if not settings.stripe_api_key:
-            log.info("catchup_off", reason="STRIPE_API_KEY is not set")
+        if not configured_providers(settings):
+            log.info(
+                "catchup_off",
+                reason="neither STRIPE_API_KEY nor PAYPAL_CLIENT_ID, PAYPAL_CLIENT_SECRET and "
+                "PAYPAL_WEBHOOK_ID are set",
+            )
             return
         thread = threading.Thread(target=self._loop, args=(app,), name="catchup", daemon=True)
         thread.start()

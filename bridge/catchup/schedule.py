@@ -75,18 +75,30 @@ class RunLock:
 
 def claim_run(client: redis.Redis, provider: str, interval: float) -> RunLock | None:
     """The lock for a run that is due (none started within `interval` s), or None."""
-    started_key = STARTED.format(provider=provider)
-    if _ran_within(client, started_key, interval):
+    claimed = claim_runs(client, [provider], interval)
+    return claimed[0] if claimed else None
+
+
+def claim_runs(
+    client: redis.Redis, providers: list[str], interval: float
+) -> tuple[RunLock, list[str]] | None:
+    """The lock and the providers whose run is due (none started within `interval` s), or
+    None when none is due or another process holds the lock."""
+    keys = {p: STARTED.format(provider=p) for p in providers}
+    if not [p for p in providers if not _ran_within(client, keys[p], interval)]:
         return None  # cheap check first: most ticks end here without touching the lock
     lock = RunLock(client, lock_ttl(interval))
     if not lock.acquire():
         return None
     # Read again under the lock: another worker may have just started a run.
-    if _ran_within(client, started_key, interval):
+    due = [p for p in providers if not _ran_within(client, keys[p], interval)]
+    if not due:
         lock.release()
         return None
-    client.set(started_key, time.time())
-    return lock
+    now = time.time()
+    for provider in due:
+        client.set(keys[provider], now)
+    return lock, due
 
 
 def _ran_within(client: redis.Redis, started_key: str, interval: float) -> bool:

@@ -1,8 +1,7 @@
 """What a provider gives catch-up: pages of its events, and the webhook path's mapping of one.
 
-A provider plugs in by implementing EventSource: Stripe's is in stripe_events.py; PayPal's
-REST webhook events would list `GET /v1/notifications/webhooks-events` in pages the same way and
-map each event with the PayPal webhook path's mapping.
+A provider plugs in by implementing EventSource: Stripe's is in stripe_events.py, PayPal's
+REST webhook events in paypal_events.py.
 """
 
 from __future__ import annotations

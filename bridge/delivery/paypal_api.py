@@ -49,6 +49,8 @@ class Api:
     settings: Settings
     tokens: TokenCache
     until: float
+    # Catch-up says a refusal in its own one line, naming the variables: no log line as well.
+    log_refusal: bool = True
 
     def timeout(self) -> float | RetryLater:
         """The timeout of the next call: DELIVERY_TIMEOUT, or what is left of the attempt."""
@@ -128,7 +130,8 @@ def fetch_token(api: Api) -> tuple[str, float] | RetryLater:
         return _token_in(response)
     if status in (400, 401, 403):
         # Retried, not dead-lettered: credentials get fixed, and the events wait for it.
-        log.error("paypal_credentials_refused", status=status, variables=CREDENTIALS)
+        if api.log_refusal:
+            log.error("paypal_credentials_refused", status=status, variables=CREDENTIALS)
         return RetryLater(status, f"PayPal refused {CREDENTIALS} (token request HTTP {status})")
     return _transient(response, url, "token request")
 

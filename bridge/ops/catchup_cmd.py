@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from bridge.catchup.paypal_events import PayPalEvents
 from bridge.catchup.run import Progress, run_catchup
 from bridge.catchup.source import EventSource, SourceError
 from bridge.catchup.stripe_events import StripeEvents
@@ -41,11 +42,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def source_for(provider: str, settings: Settings) -> EventSource:
+    """The event history of `provider`: PayPal's is its REST webhook events (IPN has none)."""
     if provider == "paypal":
-        raise CatchupRefused(
-            "catchup paypal is not available yet (PayPal IPN has no history API: resend missed "
-            "IPNs from PayPal's IPN History page)"
-        )
+        return PayPalEvents(settings)
     return StripeEvents(settings)
 
 

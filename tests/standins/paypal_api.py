@@ -1,4 +1,5 @@
-"""A PayPal REST API stand-in: OAuth2 client-credentials tokens and verify-webhook-signature.
+"""A PayPal REST API stand-in: OAuth2 client-credentials tokens, verify-webhook-signature and
+the webhook event history.
 
 As PayPal documents them: `POST /v1/oauth2/token` takes HTTP basic auth (client id and secret)
 and the form `grant_type=client_credentials`, and answers an access token with its `expires_in`;
@@ -6,17 +7,25 @@ and the form `grant_type=client_credentials`, and answers an access token with i
 the five transmission fields, the `webhook_id` and the `webhook_event`, and answers
 `{"verification_status": "SUCCESS" | "FAILURE"}`. SUCCESS here only for an event this stand-in
 itself "sent", spliced in with exactly its bytes, with exactly its headers and the webhook id.
+`GET /v1/notifications/webhooks-events` takes the Bearer token and `start_time` / `end_time`
+(RFC 3339, both inclusive) and `page_size`, and answers `{"events": [...], "count": n, "links":
+[...]}` newest first, with a `rel: next` link (PayPal's `move_to=next&index_id=…` shape) while
+more remain.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
+from tests.fixtures import paypal_webhook_fixture
 from tests.standins.http import Handler, StandInServer
 
 TOKEN_PATH = "/v1/oauth2/token"
@@ -25,6 +34,7 @@ CLIENT_ID = "AQkquBDf1zctJOWGKWUEtKXm6qVhueUEMvXO_-MCI4DQQ4-LWvkDLIN2fGsd"
 CLIENT_SECRET = "EL1tVxAjhT7cJimnz5-Nsx9k2reTKSVfErNQF-CmrwJgxRtylkGTKlU4RvrX"
 WEBHOOK_ID = "1JE4291016473214C"
 ORDERS_PATH = "/v2/checkout/orders"
+EVENTS_PATH = "/v1/notifications/webhooks-events"
 JSON = {"Content-Type": "application/json"}
 INVALID_TOKEN = b'{"error":"invalid_token","error_description":"Token not found in cache"}'
 VERIFY_FIELDS = {
@@ -65,6 +75,8 @@ class PayPalApiHandler(Handler):
         """`GET /v2/checkout/orders/{id}`: an order this stand-in knows, to a valid token."""
         server = self.server
         path = self.path.partition("?")[0]
+        if path == EVENTS_PATH:
+            return self.list_events()
         with server.lock:
             server.requests.append(self.record(b""))
             queue = server.scripted.get(ORDERS_PATH, [])
@@ -82,6 +94,45 @@ class PayPalApiHandler(Handler):
         if order is None:
             return self.reply(404, b'{"name":"RESOURCE_NOT_FOUND"}', JSON)
         self.reply(200, json.dumps(order).encode(), JSON)
+
+    def list_events(self) -> None:
+        """`GET /v1/notifications/webhooks-events`: a page of the events in the window."""
+        server = self.server
+        with server.lock:
+            server.requests.append(self.record(b""))
+            queue = server.scripted.get(EVENTS_PATH, [])
+            scripted = queue.pop(0) if queue else None
+        if scripted is not None:
+            return self.reply(
+                scripted.status, b'{"name":"INTERNAL_SERVICE_ERROR"}', scripted.headers
+            )
+        if not self.authorized():
+            return self.reply(401, INVALID_TOKEN, JSON)
+        query = {k: v[-1] for k, v in parse_qs(self.path.partition("?")[2]).items()}
+        try:
+            start, end = _moment(query.get("start_time")), _moment(query.get("end_time"))
+            size = int(query.get("page_size", "10"))
+            offset = int(query.get("index_id", "0"))
+        except ValueError:
+            return self.reply(400, b'{"name":"VALIDATION_ERROR"}', JSON)
+        if not 1 <= size <= 300 or offset < 0:
+            return self.reply(400, b'{"name":"VALIDATION_ERROR"}', JSON)
+        low = start if start is not None else float("-inf")
+        high = end if end is not None else float("inf")
+        with server.lock:
+            events = [e for e in server.events if low <= _created(e) <= high]
+            next_base = server.next_base or server.url
+        events.sort(key=lambda e: (_created(e), e["id"]), reverse=True)
+        page = events[offset : offset + size]
+        links = []
+        if offset + size < len(events):
+            kept = {k: v for k, v in query.items() if k in ("start_time", "end_time", "page_size")}
+            more = urlencode({**kept, "move_to": "next", "index_id": offset + size})
+            links.append(
+                {"href": f"{next_base}{EVENTS_PATH}?{more}", "rel": "next", "method": "GET"}
+            )
+        answer = {"events": page, "count": len(page), "links": links}
+        self.reply(200, json.dumps(answer).encode(), JSON)
 
     def authorized(self) -> bool:
         """True when the request carries a token this stand-in issued and has not expired."""
@@ -163,6 +214,52 @@ class PayPalApiHandler(Handler):
         self.reply(200, json.dumps({"verification_status": verdict}).encode(), JSON)
 
 
+def _created(event: dict[str, Any]) -> float:
+    return _moment(event["create_time"]) or 0.0
+
+
+def _moment(text: str | None) -> float | None:
+    """Unix time of an RFC 3339 time; ValueError when it is not one."""
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(text)
+    return moment.timestamp()
+
+
+def history_event(
+    kind: str = "capture",
+    *,
+    resource_id: str | None = None,
+    created: float | None = None,
+    custom: str = "rcs_pp_catchup",
+    value: str = "42.00",
+) -> dict[str, Any]:
+    """An event as PayPal's history lists it, from a real sample: `capture` (PAYMENT.CAPTURE.
+    COMPLETED), `sale` (PAYMENT.SALE.COMPLETED) or `approved` (CHECKOUT.ORDER.APPROVED), with
+    its own event id, resource id and create_time."""
+    names = {
+        "capture": "rootcompany__payment_capture_completed.json",
+        "sale": "paypal_node_sdk__payment_sale_completed_custom.json",
+        "approved": "rootcompany__checkout_order_approved.json",
+    }
+    event: dict[str, Any] = copy.deepcopy(json.loads(paypal_webhook_fixture(names[kind])))
+    when = datetime.fromtimestamp(created if created is not None else time.time(), UTC)
+    event["id"] = f"WH-{secrets.token_hex(8).upper()}-{secrets.token_hex(8).upper()}"
+    event["create_time"] = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    resource = event["resource"]
+    resource["id"] = resource_id or secrets.token_hex(8).upper()
+    resource["create_time"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if kind == "capture":
+        resource["custom_id"] = custom
+        resource["amount"] = {"currency_code": "USD", "value": value}
+    elif kind == "sale":
+        resource["custom"] = custom
+        resource["amount"] = {"total": value, "currency": "USD"}
+    return event
+
+
 def _verification_request(body: bytes) -> tuple[dict[str, str], bytes] | None:
     """The string fields and the exact `webhook_event` bytes of a request; None if malformed."""
     try:
@@ -198,6 +295,13 @@ class PayPalApi(StandInServer):
         self.scripted: dict[str, list[Scripted]] = {}
         self.verdicts: list[str] = []
         self.orders: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.next_base: str | None = None  # the origin of `next` links, when not this server
+
+    def add_events(self, events: list[dict[str, Any]]) -> None:
+        """Events the history lists from now on."""
+        with self.lock:
+            self.events.extend(events)
 
     def add_order(self, order_id: str, email: str) -> None:
         """An order `GET /v2/checkout/orders/{id}` answers, its payer with `email`."""
@@ -246,5 +350,7 @@ class PayPalApi(StandInServer):
             self.scripted.clear()
             self.verdicts.clear()
             self.orders.clear()
+            self.events.clear()
+            self.next_base = None
             self.expires_in = 32400
             self.client_secret = CLIENT_SECRET
