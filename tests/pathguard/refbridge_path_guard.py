@@ -9,8 +9,12 @@ when they lie inside it. Everywhere else (/tmp, /proc, /dev, system directories)
 This module is a pytest plugin (tests/conftest.py loads it) and, through the sitecustomize.py
 next to it on PYTHONPATH, a hook in every Python process the tests start. Both report to one log
 file; the session fails if the log is not empty, even when the code that tripped the guard caught
-the error. pytest-xdist workers are such children: they write to their controller's log. The audit events cover opening, listing, creating, removing and running files; a
+the error. The audit events cover opening, listing, creating, removing and running files; a
 bare os.stat (Path.exists) raises no audit event and goes unseen.
+
+pytest-xdist workers are such children too: they report to their controller's log.
+PYTEST_DONT_REWRITE: in a worker, sitecustomize imports this module before pytest loads it as a
+plugin, too late to rewrite its asserts (it has none); the marker spares the warning about it.
 """
 
 from __future__ import annotations
