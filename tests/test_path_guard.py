@@ -33,8 +33,11 @@ def test_probe():
 """
 
 
-def run_probe(tmp_path: Path, target: Path, *, guarded: bool, where: str = "here") -> str:
-    """Run the probe under pytest; its exit code and output."""
+def run_probe(
+    tmp_path: Path, target: Path, *, guarded: bool, where: str = "here", workers: int = 0
+) -> str:
+    """Run the probe under pytest (in `workers` pytest-xdist workers, if any); its exit code
+    and output."""
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_probe.py").write_text(PROBE)
     env = {k: v for k, v in os.environ.items() if not k.startswith(guard.ENABLE)}
@@ -49,6 +52,7 @@ def run_probe(tmp_path: Path, target: Path, *, guarded: bool, where: str = "here
         "refbridge_path_guard",
         "-p",
         "no:cacheprovider",
+        *(["-n", str(workers)] if workers else ["-p", "no:xdist"]),
     ]
     done = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False
@@ -61,10 +65,13 @@ def beside_the_checkout() -> Path:
     return guard.CHECKOUT.parent / f"refbridge-path-guard-probe-{uuid.uuid4().hex}"
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["serial", "xdist"])
 @pytest.mark.parametrize("where", ["here", "child"])
-def test_a_path_beside_the_checkout_fails_the_guarded_run(tmp_path: Path, where: str) -> None:
+def test_a_path_beside_the_checkout_fails_the_guarded_run(
+    tmp_path: Path, where: str, workers: int
+) -> None:
     target = beside_the_checkout()
-    output = run_probe(tmp_path, target, guarded=True, where=where)
+    output = run_probe(tmp_path, target, guarded=True, where=where, workers=workers)
     assert output.startswith("exit 1\n"), output
     assert "paths outside the checkout" in output and str(target) in output, output
 

@@ -154,6 +154,7 @@ def worst_growth(codec: str) -> tuple[float, float, str]:
     return max(results, key=lambda r: r[1])
 
 
+@pytest.mark.alone  # timed: run with nothing else running (the `alone` marker)
 @pytest.mark.parametrize("codec", sorted({*CODECS.values(), DEFAULT_CODEC}))
 def test_every_honoured_codec_is_linear_on_adversarial_input(codec: str) -> None:
     t_big, ratio, name = worst_growth(codec)
@@ -162,6 +163,7 @@ def test_every_honoured_codec_is_linear_on_adversarial_input(codec: str) -> None
     assert t_big < 1.0, f"{codec} on {name!r}: {t_big:.2f}s for 64 KiB"
 
 
+@pytest.mark.alone
 def test_the_measure_tells_a_quadratic_codec() -> None:
     """The check above can fail: punycode, which is refused, fails it."""
     small, big = adversarial(SMALL)["punycode digits"], adversarial(BIG)["punycode digits"]

@@ -111,8 +111,8 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 40.0) 
         try:
             if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except requests.RequestException:
+            pass  # not listening yet, or slow to answer while it starts: ask again
         time.sleep(0.2)
     raise AssertionError("refbridge run never became ready")
 

@@ -25,7 +25,8 @@ from tests.processes import WebProcess
 from tests.signing import stripe_body, stripe_headers
 from tests.standins.paypal_api import transmission
 
-pytestmark = pytest.mark.timeout(180)
+# Latency under load is what these tests time: they run alone (see the `alone` marker).
+pytestmark = [pytest.mark.timeout(180), pytest.mark.alone]
 
 SLOW_BODY_HEAD = (
     b"POST /webhooks/stripe HTTP/1.1\r\nHost: refbridge\r\nContent-Type: application/json\r\n"

@@ -1054,6 +1054,7 @@ def costly_ipn(size: int, charset: bytes = b"punycode") -> bytes:
     return head + PUNYCODE_BOMB[: size - len(head)]
 
 
+@pytest.mark.alone  # a 0.5 s bound on one request: timed with nothing else running
 @pytest.mark.parametrize("charset", [b"punycode", b"PUNYCODE", b"x-unknown", b"EUC-TW"])
 def test_costly_or_unknown_charset_is_read_fast_as_windows_1252(web, env, redis_url, charset):
     port, proc = web

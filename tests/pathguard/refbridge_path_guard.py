@@ -11,6 +11,10 @@ next to it on PYTHONPATH, a hook in every Python process the tests start. Both r
 file; the session fails if the log is not empty, even when the code that tripped the guard caught
 the error. The audit events cover opening, listing, creating, removing and running files; a
 bare os.stat (Path.exists) raises no audit event and goes unseen.
+
+pytest-xdist workers are such children too: they report to their controller's log.
+PYTEST_DONT_REWRITE: in a worker, sitecustomize imports this module before pytest loads it as a
+plugin, too late to rewrite its asserts (it has none); the marker spares the warning about it.
 """
 
 from __future__ import annotations
@@ -131,8 +135,15 @@ def _absolute(arg: Any) -> str | None:
     return os.path.abspath(os.fsdecode(arg))
 
 
+_installed = False
+
+
 def install(log: str) -> None:
     """Install the hook in this process (audit hooks cannot be removed: once per process)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
     fences = [str(CHECKOUT.parent), *os.environ.get(FENCE, "").split(os.pathsep)]
     sys.addaudithook(Guard(Rule(fences), log))
 
@@ -159,12 +170,21 @@ def pytest_configure(config: Any) -> None:
     """With the guard on: a fresh log, the hook here, and the hook in every Python child."""
     if os.environ.get(ENABLE) != "1":
         return
+    if _is_xdist_worker(config):
+        # A pytest-xdist worker reports to its controller's log (inherited through the
+        # environment, like any child's): the controller reads it when the session ends.
+        install_in_child()
+        return
     handle, log = tempfile.mkstemp(prefix="refbridge-path-guard-", suffix=".log")
     os.close(handle)
     os.environ[LOG] = log
     pythonpath = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE_DIR), pythonpath]))
     install(log)
+
+
+def _is_xdist_worker(config: Any) -> bool:
+    return hasattr(config, "workerinput") and bool(os.environ.get(LOG))
 
 
 def pytest_report_header(config: Any) -> str | None:
@@ -184,6 +204,8 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
 def pytest_unconfigure(config: Any) -> None:
     """The log goes with the session that made it."""
     log = os.environ.get(LOG)
+    if _is_xdist_worker(config):
+        return  # the controller's log: it removes it
     if os.environ.get(ENABLE) == "1" and log and os.path.exists(log):
         os.remove(log)
 
