@@ -81,11 +81,13 @@ class _NamedWriteLogger(structlog.WriteLogger):
 
 
 class _NamedWriteLoggerFactory:
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO | None) -> None:
         self.stream = stream
 
     def __call__(self, *args: Any) -> _NamedWriteLogger:
-        return _NamedWriteLogger(str(args[0]) if args else "refbridge", self.stream)
+        # Standard output as it is when the logger is made, not when logging was configured.
+        stream = self.stream or sys.stdout
+        return _NamedWriteLogger(str(args[0]) if args else "refbridge", stream)
 
 
 def _dumps(event: dict[str, Any], **_: Any) -> str:
@@ -116,7 +118,7 @@ def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -
     # of a webhook after Redis); Celery's and gunicorn's records go through json_formatter.
     structlog.configure(
         processors=[*_OWN, structlog.processors.JSONRenderer(serializer=_dumps)],
-        logger_factory=_NamedWriteLoggerFactory(stream or sys.stdout),
+        logger_factory=_NamedWriteLoggerFactory(stream),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=True,
     )
