@@ -20,7 +20,6 @@ from bridge.redis_client import REDIS_ERRORS, Reachability, connect, reachabilit
 from config import Settings
 from tasks import process, sweeper, watchdog
 
-
 # Celery's own INFO line per task ("Task … received" in the main process, "… succeeded in …"
 # in the pool process): two lines per nudge that add nothing to the `attempt_finished` lines,
 # and at a steady rate about one nudge runs per conversion (bench/NOTES.md). Their warnings
