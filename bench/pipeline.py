@@ -191,6 +191,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="latency phase, webhooks/s")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--profile", action="store_true", help="py-spy one more bridge chunk")
+    parser.add_argument(
+        "--worker-at-web-priority",
+        action="store_true",
+        help="experiments on a busy machine: the worker not at nice 10 (not as deployed)",
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
     with Stack() as stack:
@@ -198,7 +203,7 @@ def main() -> None:
             "bench.inline_app:app", name="inline", settings=DEFAULT_GUNICORN_ARGS
         )
         web, web_port = stack.web()
-        worker = stack.worker()
+        worker = stack.worker(shares_cpu=not args.worker_at_web_priority)
         sides = Sides(stack, inline, web, worker)
         per_chunk = int(args.seconds * 3000) + 100
         count = args.rounds * per_chunk
@@ -244,6 +249,7 @@ def main() -> None:
             [round(x, 2) for x in load_before],
             [round(x, 2) for x in load_after],
         ],
+        "worker_at_nice_10": not args.worker_at_web_priority,
         "chunks": f"{args.rounds * 2}, {args.seconds}s of 16-client load each, inline first",
         "inline_cpu_us_per_conversion": inline_total,
         "bridge_cpu_us_per_conversion": bridge_total,
