@@ -32,6 +32,9 @@ PY = sys.executable
 WEB_ARGS = ["-c", "python:bridge.web.gunicorn_conf", "--workers", "2"]
 # The Procfile's `worker` line.
 WORKER_ARGS = ["-A", "celery_app", "--quiet", "worker", "--loglevel", "INFO", "--concurrency", "4"]
+# gunicorn's defaults (sync workers, no access log, no config file) with the same worker count:
+# what a merchant's own Flask app would most likely run on.
+DEFAULT_GUNICORN_ARGS = ["--workers", "2"]
 
 
 def _get_json(url: str, data: bytes | None = None) -> Any:
@@ -138,6 +141,14 @@ class StandIn:
     def wait_accepted(self, count: int, timeout: float) -> None:
         _wait(lambda: self.count()["accepted"] >= count, timeout, f"{count} postbacks", 0.1)
 
+    def wait_accepted_ids(self, ids: set[str], timeout: float) -> None:
+        """Until a postback for each of `ids` has arrived (whatever else arrives meanwhile)."""
+
+        def arrived() -> bool:
+            return ids <= {e for e, _ in self.arrivals()}
+
+        _wait(arrived, timeout, f"{len(ids)} postbacks", 0.1)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -169,11 +180,17 @@ class Stack(AbstractContextManager["Stack"]):
         self.processes: list[Process] = []
 
     def web(
-        self, app: str = "bridge:create_app()", name: str = "web", extra: list[str] | None = None
+        self,
+        app: str = "bridge:create_app()",
+        name: str = "web",
+        extra: list[str] | None = None,
+        settings: list[str] | None = None,
     ) -> tuple[Process, int]:
-        """gunicorn serving `app` with the Procfile's settings; (process, port) once it answers."""
+        """gunicorn serving `app` with the Procfile's settings (or `settings` instead, e.g.
+        DEFAULT_GUNICORN_ARGS), plus `extra`; (process, port) once it answers."""
         port = free_port()
-        cmd = [PY, "-m", "gunicorn", *WEB_ARGS, *(extra or []), "--bind", f"127.0.0.1:{port}", app]
+        base = WEB_ARGS if settings is None else settings
+        cmd = [PY, "-m", "gunicorn", *base, *(extra or []), "--bind", f"127.0.0.1:{port}", app]
         proc = self._start(name, cmd)
 
         def up() -> bool:

@@ -20,10 +20,22 @@ from bridge.redis_client import REDIS_ERRORS, Reachability, connect, reachabilit
 from config import Settings
 from tasks import catchup, process, sweeper, watchdog
 
+# Celery's own INFO line per task ("Task … received" in the main process, "… succeeded in …"
+# in the pool process): two lines per nudge that add nothing to the `attempt_finished` lines,
+# and at a steady rate about one nudge runs per conversion (bench/NOTES.md). Their warnings
+# and errors (a task that raised) are still logged.
+_PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+def _configure_logging() -> None:
+    configure_logging()
+    for name in _PER_TASK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
 
 def make_celery(settings: Settings) -> Celery:
     """The worker's Celery app for `settings` (REDIS_URL and REFCAMPAIGN_API_KEY required)."""
-    configure_logging()  # before the worker starts: its start-up warnings become JSON too
+    _configure_logging()  # before the worker starts: its start-up warnings become JSON too
     settings.require("REDIS_URL", "REFCAMPAIGN_API_KEY")
     app = Celery("refbridge")
     app.conf.update(
@@ -109,7 +121,7 @@ celery_worker.safe_say = _say_json
 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
-    configure_logging()
+    _configure_logging()
 
 
 @signals.worker_ready.connect

@@ -210,21 +210,23 @@ class Ledger:
         latency: float | None = None,
         latest: Mapping[str, str | float] | None = None,
     ) -> bool:
-        """Apply an attempt's outcome ('retry' | 'done' | 'dead') in one round trip."""
-        argv: list[Any] = [claim.token, time.time(), outcome, when, counter]
+        """Apply an attempt's outcome ('retry' | 'done' | 'dead') and its stats in one script.
+
+        One round trip: redis-py's pipelines ask Redis whether their scripts exist (SCRIPT
+        EXISTS) before every execute, a second round trip per attempt.
+        """
+        argv: list[Any] = [claim.token, time.time(), outcome, when, counter, len(latest or {})]
+        for name, stat_value in (latest or {}).items():
+            argv += [name, stat_value]
+        if latency is None:
+            argv += ["", "", "", ""]
+        else:
+            bucket, total, count = latency_fields(latency)
+            argv += [latency, bucket, total, count]
         for name, value in fields.items():
             argv += [name, value]
         keys = [item_key(claim.item_id), DUE, DLQ, STATS, RETRY, UNDELIVERED, SUSPECT]
-        pipe = self.redis.pipeline(transaction=False)
-        self._finish_script(keys=keys, args=argv, client=pipe)
-        if latest:
-            pipe.hset(STATS, mapping=dict(latest))
-        if latency is not None:
-            bucket, total, count = latency_fields(latency)
-            pipe.hincrby(STATS, bucket, 1)
-            pipe.hincrbyfloat(STATS, total, latency)
-            pipe.hincrby(STATS, count, 1)
-        return bool(pipe.execute()[0])
+        return bool(self._finish_script(keys=keys, args=argv))
 
     def discard(self, claim: Claim, seen: str, counter: str = "") -> bool:
         """Delete a pending item, keeping only its `seen` marker for KEEP_INVALID seconds."""

@@ -1,10 +1,23 @@
 -- KEYS: item, due, dlq, stats, retry, undelivered, suspect.
--- ARGV: token, now, outcome, when, stat, field, value, ...
+-- ARGV: token, now, outcome, when, stat, n, (stats field, value) × n,
+--       latency, latency bucket field, latency sum field, latency count field ('' × 4: none),
+--       field, value, ...
 -- outcome: 'retry' (only for the current claim; `when` = next due time), 'done' (delivered /
 -- verified / rejected; `when` = seconds to keep the item for duplicate detection), 'dead'
 -- (dead-letter). A 'done' from a stale claim still counts: the postback happened.
 -- Every applied outcome clears `in_flight` (the attempt ended: its worker did not die under it)
 -- and frees the suspect slot if this item held it (see claim.lua).
+-- The attempt's own stats (the last error, the delivery latency) are written whatever the
+-- outcome does to the item, in the same round trip.
+local n = tonumber(ARGV[6])
+if n > 0 then redis.call('HSET', KEYS[4], unpack(ARGV, 7, 6 + 2 * n)) end
+local latency = 7 + 2 * n
+if ARGV[latency] ~= '' then
+  redis.call('HINCRBY', KEYS[4], ARGV[latency + 1], 1)
+  redis.call('HINCRBYFLOAT', KEYS[4], ARGV[latency + 2], ARGV[latency])
+  redis.call('HINCRBY', KEYS[4], ARGV[latency + 3], 1)
+end
+local first = latency + 4
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == false then return 0 end
 local current = redis.call('HGET', KEYS[1], 'token') == ARGV[1]
@@ -25,7 +38,7 @@ else
   redis.call('ZREM', KEYS[6], KEYS[1])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
-for i = 6, #ARGV, 2 do
+for i = first, #ARGV, 2 do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[1], ARGV[i])
   else

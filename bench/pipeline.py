@@ -1,0 +1,293 @@
+"""Figure 6: CPU per conversion of the whole pipeline, refbridge ÷ the docs' inline handler,
+and webhook → postback latency at a steady 200/s, in one run.
+
+    .venv/bin/python -m bench.pipeline [--rounds 3] [--seconds 3] [--latency-seconds 10]
+        [--profile]
+
+Both sides run for the whole run and take turns in chunks (inline, bridge, bridge, inline, …):
+16 closed-loop clients post distinct signed checkout.session.completed events to one side for
+`--seconds`, then (bridge) the run waits until the worker has delivered every acknowledged
+conversion. A conversion counts when it was acknowledged with a 200 AND its postback reached
+the RefCampaign stand-in (which answers at once). CPU is read from /proc (user + system) for
+every process of the side over the whole chunk, delivery included:
+
+- inline: the RefCampaign docs' handler (`bench/inline_app.py`: verify, then `requests.post`
+  inside the request) on gunicorn's defaults with `-w 2` (sync workers, no access log);
+- bridge: the web (Procfile settings), the Celery worker (Procfile settings, its session at
+  nice 10 as `refbridge run` starts it): main process and pool children apart, and Redis
+  (`appendfsync everysec`).
+
+The load generator (this process) and the stand-in serve both sides; their CPU is reported
+apart, never counted. Then an open loop at `--rate` (200/s) measures webhook → postback latency
+against the bridge as figure 4 does. `--profile` adds one more bridge chunk, not counted,
+under py-spy (every Python process of the bridge) and prints where each spends its time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import psutil
+import redis
+
+from bench import postback_latency
+from bench.harness import DEFAULT_GUNICORN_ARGS, ROOT, Process, Stack, write_result
+from bench.loadgen import Request, checkout_requests, closed_loop, open_loop
+from bench.profile import top_functions
+
+RATIO_GOAL = 0.8  # refbridge may cost at most 1.25× the inline handler per conversion
+
+
+def _cpu(pid: int) -> float:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def _tree_cpu(proc: Process) -> tuple[float, float]:
+    """(main process, sum of its live descendants) CPU seconds."""
+    tree = proc.tree()
+    if not tree:
+        return 0.0, 0.0
+    return _cpu(tree[0].pid), sum(_cpu(p.pid) for p in tree[1:])
+
+
+class Sides:
+    """CPU readings of every process, by role."""
+
+    def __init__(self, stack: Stack, inline: Process, web: Process, worker: Process) -> None:
+        self.stack, self.inline, self.web, self.worker = stack, inline, web, worker
+
+    def read(self) -> dict[str, float]:
+        inline_main, inline_workers = _tree_cpu(self.inline)
+        web_main, web_workers = _tree_cpu(self.web)
+        worker_main, pool = _tree_cpu(self.worker)
+        redis_pid = self.stack.redis.process.pid if self.stack.redis.process else 0
+        return {
+            "inline": inline_main + inline_workers,
+            "web": web_main + web_workers,
+            "worker_main": worker_main,
+            "pool_children": pool,
+            "redis": _cpu(redis_pid),
+            "standin": _cpu(self.stack.standin.proc.pid),
+            "loadgen": _cpu(os.getpid()),
+        }
+
+
+BRIDGE_ROLES = ("web", "worker_main", "pool_children", "redis")
+
+
+def chunk(
+    stack: Stack, sides: Sides, side: str, port: int, reqs: list[Request], args: argparse.Namespace
+) -> dict:
+    """One side's chunk: load, then (bridge) wait for every acknowledged conversion's postback."""
+    accepted_before = stack.standin.count()["accepted"]
+    calls_before = redis_calls(stack)
+    before = sides.read()
+    started = time.perf_counter()
+    run = closed_loop(port, reqs, args.concurrency, 0.0, args.seconds)
+    acked = sum(1 for s in run.samples if s.status == 200)
+    stack.standin.wait_accepted(accepted_before + acked, timeout=120)
+    elapsed = time.perf_counter() - started
+    after = sides.read()
+    calls = redis_calls(stack)
+    delivered = stack.standin.count()["accepted"] - accepted_before
+    return {
+        "side": side,
+        "acked": acked,
+        "non_200": len(run.samples) - acked,
+        "errors": run.errors,
+        "delivered": delivered,
+        "conversions": min(acked, delivered),
+        "used": run.total + run.errors + args.concurrency,
+        "seconds": round(elapsed, 2),
+        "cpu_s": {k: after[k] - before[k] for k in after},
+        "redis_calls": {k: v - calls_before.get(k, 0) for k, v in calls.items()},
+    }
+
+
+def redis_calls(stack: Stack) -> dict[str, int]:
+    """Commands Redis has run so far, by name (those run inside scripts included)."""
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+def calls_per_conversion(chunks: list[dict]) -> dict[str, float]:
+    """Redis commands per conversion over `chunks`, the most frequent first (INFO excluded)."""
+    conversions = max(sum(c["conversions"] for c in chunks), 1)
+    total: dict[str, int] = {}
+    for c in chunks:
+        for name, n in c["redis_calls"].items():
+            total[name] = total.get(name, 0) + n
+    per = {k: round(v / conversions, 2) for k, v in total.items() if k != "info"}
+    return dict(sorted(((k, v) for k, v in per.items() if v >= 0.01), key=lambda kv: -kv[1]))
+
+
+def us_per_conversion(chunks: list[dict]) -> dict[str, float]:
+    conversions = sum(c["conversions"] for c in chunks)
+    roles = chunks[0]["cpu_s"].keys()
+    return {
+        r: round(1e6 * sum(c["cpu_s"][r] for c in chunks) / max(conversions, 1), 1) for r in roles
+    }
+
+
+def at_rate(bridge_cpu: dict[str, float], conversions: int, inline_s: float) -> dict:
+    """CPU per conversion (µs) of each side at the latency phase's steady rate."""
+    by_process = {k: round(1e6 * bridge_cpu[k] / max(conversions, 1), 1) for k in bridge_cpu}
+    bridge = round(sum(by_process[r] for r in BRIDGE_ROLES), 1)
+    return {
+        "inline_cpu_us_per_conversion": round(1e6 * inline_s, 1),
+        "bridge_cpu_us_per_conversion": bridge,
+        "ratio_inline_over_bridge": round(1e6 * inline_s / bridge, 3),
+        "bridge_us_per_conversion_by_process": {r: by_process[r] for r in BRIDGE_ROLES},
+        "not_counted_us_per_conversion": {k: by_process[k] for k in ("standin", "loadgen")},
+    }
+
+
+def profile(stack: Stack, web: Process, worker: Process, port: int, seconds: int) -> dict:
+    """py-spy over every Python process of the bridge during one more (uncounted) bridge chunk
+    of `seconds` of load, and the worker's drain after it."""
+    spy = shutil.which("py-spy") or str(ROOT / ".venv" / "bin" / "py-spy")
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    targets = [(f"web-{p.pid}", p.pid) for p in web.tree()[1:]]
+    tree = worker.tree()
+    targets += [("worker-main", tree[0].pid)] + [(f"pool-{p.pid}", p.pid) for p in tree[1:]]
+    spies = []
+    for role, pid in targets:
+        path = out_dir / f"profile-pipeline-{role}.txt"
+        cmd = [spy, "record", "--pid", str(pid), "--duration", str(2 * seconds), "--rate", "100"]
+        cmd += ["--nonblocking", "--format", "raw", "--output", str(path)]
+        quiet = subprocess.DEVNULL
+        spies.append((role, path, subprocess.Popen(cmd, stdout=quiet, stderr=quiet)))
+    reqs = checkout_requests(seconds * 2500, port, "prof")
+    closed_loop(port, reqs, 16, 0.0, seconds)
+    for _, _, spy_proc in spies:
+        spy_proc.wait(2 * seconds + 30)
+    found = {}
+    for role, path, _ in spies:
+        if path.exists():
+            total, top = top_functions(path, 30)
+            found[role] = {"samples": total, "top": [(f[:160], n) for f, n in top]}
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="inline/bridge chunk pairs")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds of load per chunk")
+    parser.add_argument("--rate", type=float, default=200.0, help="latency phase, webhooks/s")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--profile", action="store_true", help="py-spy one more bridge chunk")
+    parser.add_argument(
+        "--worker-at-web-priority",
+        action="store_true",
+        help="experiments on a busy machine: the worker not at nice 10 (not as deployed)",
+    )
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    with Stack() as stack:
+        inline, inline_port = stack.web(
+            "bench.inline_app:app", name="inline", settings=DEFAULT_GUNICORN_ARGS
+        )
+        web, web_port = stack.web()
+        worker = stack.worker(shares_cpu=not args.worker_at_web_priority)
+        sides = Sides(stack, inline, web, worker)
+        per_chunk = int(args.seconds * 3000) + 100
+        count = args.rounds * per_chunk
+        reqs = {
+            "inline": (inline_port, checkout_requests(count, inline_port, "in")),
+            "bridge": (web_port, checkout_requests(count, web_port, "br")),
+        }
+        used = {"inline": 0, "bridge": 0}
+        chunks: list[dict] = []
+        for i in range(args.rounds * 2):
+            side = ("inline", "bridge")[(i + i // 2) % 2]  # inline, bridge, bridge, inline, …
+            port, all_reqs = reqs[side]
+            done = chunk(stack, sides, side, port, all_reqs[used[side] :], args)
+            used[side] += done["used"]
+            chunks.append(done)
+            print(f"{side}: {done['conversions']} conversions in {done['seconds']} s", flush=True)
+        stack.standin.reset()
+        before = sides.read()
+        latency = postback_latency.measure(stack, web_port, args.rate, args.latency_seconds)
+        steady = {k: v - before[k] for k, v in sides.read().items()}
+        steady_count = stack.standin.count()["accepted"]
+        # The inline handler at the same steady rate, for its CPU per conversion there.
+        before = sides.read()
+        inline_reqs = checkout_requests(int(args.rate * args.latency_seconds), inline_port, "inr")
+        inline_run = open_loop(inline_port, inline_reqs, args.rate)
+        inline_steady = (sides.read()["inline"] - before["inline"]) / max(len(inline_run.ok()), 1)
+        spied = profile(stack, web, worker, web_port, 4) if args.profile else None
+    load_after = os.getloadavg()
+    inline_chunks = [c for c in chunks if c["side"] == "inline"]
+    bridge_chunks = [c for c in chunks if c["side"] == "bridge"]
+    inline_us, bridge_us = us_per_conversion(inline_chunks), us_per_conversion(bridge_chunks)
+    inline_total = inline_us["inline"]
+    bridge_total = round(sum(bridge_us[r] for r in BRIDGE_ROLES), 1)
+    ratio = inline_total / bridge_total
+    per_round = []
+    for c in chunks:
+        us = us_per_conversion([c])
+        per_round.append(
+            round(us["inline"] if c["side"] == "inline" else sum(us[r] for r in BRIDGE_ROLES))
+        )
+    result = {
+        "load_average_before_after": [
+            [round(x, 2) for x in load_before],
+            [round(x, 2) for x in load_after],
+        ],
+        "worker_at_nice_10": not args.worker_at_web_priority,
+        "chunks": f"{args.rounds * 2}, {args.seconds}s of 16-client load each, inline first",
+        "inline_cpu_us_per_conversion": inline_total,
+        "bridge_cpu_us_per_conversion": bridge_total,
+        "ratio_inline_over_bridge": round(ratio, 3),
+        "bridge_us_per_conversion_by_process": {r: bridge_us[r] for r in BRIDGE_ROLES},
+        "bridge_redis_commands_per_conversion": calls_per_conversion(bridge_chunks),
+        "per_chunk_us": list(zip((c["side"] for c in chunks), per_round, strict=True)),
+        "not_counted_us_per_conversion": {
+            "inline_chunks": {k: inline_us[k] for k in ("standin", "loadgen")},
+            "bridge_chunks": {k: bridge_us[k] for k in ("standin", "loadgen")},
+        },
+        "conversions": {
+            "inline": sum(c["conversions"] for c in inline_chunks),
+            "bridge": sum(c["conversions"] for c in bridge_chunks),
+        },
+        "throughput_per_s": {
+            "inline": round(
+                sum(c["conversions"] for c in inline_chunks)
+                / sum(c["seconds"] for c in inline_chunks),
+                1,
+            ),
+            "bridge_acked_and_delivered": round(
+                sum(c["conversions"] for c in bridge_chunks)
+                / sum(c["seconds"] for c in bridge_chunks),
+                1,
+            ),
+        },
+        "non_200": sum(c["non_200"] for c in chunks),
+        "latency_at_rate": latency,
+        "at_rate": at_rate(steady, steady_count, inline_steady),
+        "goal_cpu_met": ratio >= RATIO_GOAL,
+        "goal_latency_met": postback_latency.goals_met(latency),
+    }
+    if spied is not None:
+        out = ROOT / "bench" / "results" / "profile-pipeline.json"
+        out.write_text(json.dumps(spied, indent=1) + "\n")
+    write_result("pipeline", result)
+
+
+if __name__ == "__main__":
+    main()
