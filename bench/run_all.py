@@ -80,6 +80,19 @@ FIGURES = [
         ),
     ),
     (
+        "catch-up over 10,000 Stripe events",
+        "catchup",
+        [],
+        "catchup",
+        lambda r: (
+            f"{r['runs'][0]['events_per_second']} events/s (throttled to "
+            f"{r['rate_limit_requests_per_second']:g} requests/s), "
+            f"{r['runs'][0]['redis_round_trips_per_event']} Redis round trips per event; "
+            f"a second run {r['runs'][1]['events_per_second']} events/s (no goal)",
+            True,
+        ),
+    ),
+    (
         "5 memory",
         "memory",
         [],
