@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import requests
 import structlog
 
-from bridge.conversion import Conversion, Ignored, Rejected, email_hash
-from bridge.delivery import intake, paypal_api
+from bridge.delivery import intake, paypal_api, verified
 from bridge.delivery.http_client import post_conversion, verify_ipn
-from bridge.delivery.ledger import WORKER_DIED, Claim, Claimed, Ledger
+from bridge.delivery.ledger import WORKER_DIED, Claim, Claimed, Ledger, item_number
 from bridge.delivery.outcomes import (
     Crashed,
     DeadLetter,
@@ -30,8 +28,6 @@ from bridge.delivery.outcomes import (
     log_error,
 )
 from bridge.delivery.stats import WEBHOOK_VERIFICATIONS, stat
-from bridge.providers.paypal.ipn import map_ipn, parse_ipn
-from bridge.providers.paypal.webhooks import map_webhook_event, parse_event
 from config import Settings
 
 log = structlog.get_logger("refbridge.worker")
@@ -96,8 +92,8 @@ def log_deaths(claimed: Claimed) -> None:
             item=claim.item_id,
             externalId=item.get("external_id"),
             provider_event_id=item.get("event_id"),
-            attempt=int(_number(item, "attempts", 0)),
-            deaths=int(_number(item, "deaths", 0)),
+            attempt=int(item_number(item, "attempts", 0)),
+            deaths=int(item_number(item, "deaths", 0)),
             counted=claim.died_in == "alone",
             outcome="dead_lettered" if dead else "attempted_alone",
         )
@@ -108,7 +104,7 @@ def process_item(worker: Worker, claim: Claim) -> str:
     item = claim.item
     bound = log.bind(
         item=claim.item_id,
-        attempt=int(_number(item, "attempts", 1)),
+        attempt=int(item_number(item, "attempts", 1)),
         provider_event_id=item.get("event_id"),
     )
     raw = item.get("kind") in RAW_KINDS
@@ -147,7 +143,7 @@ def _verify(worker: Worker, item: dict[str, str]) -> Outcome:
 def _paypal(worker: Worker, item: dict[str, str]) -> paypal_api.Api:
     """PayPal's API for an attempt at `item`, done before its claim's lease runs out."""
     # The claim set last_attempt_at; a margin keeps the attempt's finish inside the lease.
-    claimed_at = _number(item, "last_attempt_at", time.time())
+    claimed_at = item_number(item, "last_attempt_at", time.time())
     until = claimed_at + run_lease(worker.settings) - LEASE_MARGIN
     return paypal_api.Api(worker.session, worker.settings, worker.paypal_tokens, until)
 
@@ -174,17 +170,21 @@ def _record(
             "conversion_id": outcome.conversion_id or "",
             "last_error": "",
         }
-        ledger.mark_delivered(claim, fields, latency=now - _number(item, "received_at", now))
+        ledger.mark_delivered(claim, fields, latency=now - item_number(item, "received_at", now))
         return "delivered"
     if isinstance(outcome, Verified):
         ledger.count(_stat_for(item, "verified"))
         if item.get("kind") == intake.PAYPAL_WEBHOOK:
-            return _after_verified_event(worker, claim, item, notes)
-        return _after_verified(worker, claim, item)
+            word = verified.after_event(ledger, worker.settings, claim, item, _paypal(worker, item))
+            if isinstance(word, RetryLater):  # the order's look-up failed for now
+                attempt = {"last_attempt_at": time.time(), "last_status": word.status or ""}
+                return _retry(worker, claim, item, word, attempt, notes)
+            return word
+        return verified.after_ipn(ledger, worker.settings, claim, item)
     if isinstance(outcome, Invalid):
         webhook = item.get("kind") == intake.PAYPAL_WEBHOOK
         ledger.count(_stat_for(item, "failure" if webhook else "invalid"))
-        _drop_forgery(ledger, claim, item)
+        verified.drop_forgery(ledger, claim, item)
         return "rejected"
     if isinstance(outcome, DeadLetter):
         fields = {**attempt, "reason": outcome.reason, "last_error": outcome.error}
@@ -217,7 +217,7 @@ def _retry(
     settings, now = worker.settings, time.time()
     crashed = isinstance(outcome, Crashed)
     delay = backoff_delay(
-        int(_number(item, "attempts", 1)),
+        int(item_number(item, "attempts", 1)),
         settings.delivery_backoff_base,
         settings.delivery_backoff_max,
     )
@@ -227,7 +227,7 @@ def _retry(
     error = f"{outcome.status or ''} {outcome.error[:200]}".strip()
     notes["error"] = log_error(outcome)
     # An item whose window cannot be read (a corrupt one) is past it.
-    if now + delay > _number(item, "window_start", 0.0) + settings.delivery_max_age:
+    if now + delay > item_number(item, "window_start", 0.0) + settings.delivery_max_age:
         reason = "crashed" if crashed else "exhausted"
         dead = _stat_for(item, "dead_lettered", reason)
         fields["reason"] = reason
@@ -250,126 +250,3 @@ def _iso(timestamp: float) -> str:
 def _applied(finished: bool, word: str) -> str:
     """`word` when the ledger applied the outcome; "stale" when the claim no longer held it."""
     return word if finished else "stale"
-
-
-def _number(item: dict[str, str], field: str, default: float) -> float:
-    """A numeric field of the item; `default` when it is missing or unreadable."""
-    try:
-        value = float(item[field])
-    except (KeyError, ValueError):
-        return default
-    return value if math.isfinite(value) else default
-
-
-def _reject(
-    ledger: Ledger, claim: Claim, item: dict[str, str], reason: str, detail: str = ""
-) -> None:
-    fields = {"status": "rejected", "reason": reason, "raw": ""}
-    provider = item.get("provider") or "paypal"
-    rejected = stat("webhooks", provider=provider, outcome="rejected", reason=reason)
-    ledger.mark_done(claim, fields, rejected)
-    _record_rejected(ledger, claim, item, reason, detail)
-
-
-def _drop_forgery(ledger: Ledger, claim: Claim, item: dict[str, str]) -> None:
-    """A message PayPal did not send: nothing of it is kept but counters, a marker and a line."""
-    # Anyone can post these, as many as they like: a 30-day record of each would let them
-    # fill Redis. The marker lets a replay of the same bytes pass as a duplicate for a while.
-    if item.get("kind") == intake.PAYPAL_WEBHOOK:
-        provider, reason = intake.PAYPAL_WEBHOOK, "verification_failure"
-        seen = intake.paypal_event_seen_key(claim.item_id)
-    else:
-        provider, reason, seen = "paypal", "ipn_invalid", intake.ipn_seen_key(claim.item_id)
-    rejected = stat("webhooks", provider=provider, outcome="rejected", reason=reason)
-    if ledger.discard(claim, seen, rejected):
-        _record_rejected(ledger, claim, item, reason)
-
-
-def _record_rejected(
-    ledger: Ledger, claim: Claim, item: dict[str, str], reason: str, detail: str = ""
-) -> None:
-    ledger.record_rejected(
-        json.dumps(
-            {
-                "id": claim.item_id,
-                "provider": item.get("provider"),
-                "event_id": item.get("event_id"),
-                "reason": reason,
-                "detail": detail,
-                "at": time.time(),
-            }
-        )
-    )
-
-
-def _after_verified(worker: Worker, claim: Claim, item: dict[str, str]) -> str:
-    raw = base64.b64decode(item["raw"])
-    fields = parse_ipn(raw)
-    result = map_ipn(
-        fields,
-        recurring=worker.settings.recurring_conversions,
-        receiver_emails=worker.settings.paypal_receiver_emails,
-    )
-    if isinstance(result, Rejected):
-        _reject(worker.ledger, claim, item, result.reason, result.detail)
-        return "rejected"
-    done = {"status": "verified", "raw": ""}
-    if isinstance(result, Ignored):
-        ignored = stat("webhooks", provider="paypal", outcome="ignored", reason=result.reason)
-        worker.ledger.mark_done(claim, {**done, "reason": result.reason}, ignored)
-        return "ignored"
-    return _accept_mapped(worker, claim, item, result, done)
-
-
-def _after_verified_event(
-    worker: Worker, claim: Claim, item: dict[str, str], notes: dict[str, str | float]
-) -> str:
-    """A PayPal REST event PayPal vouched for: map it and record its conversion."""
-    event = parse_event(base64.b64decode(item["raw"]))
-    if event is None:  # it parsed at intake: a corrupt item
-        _reject(worker.ledger, claim, item, "malformed_event")
-        return "rejected"
-    result = map_webhook_event(event, recurring=worker.settings.recurring_conversions)
-    if isinstance(result, Rejected):
-        _reject(worker.ledger, claim, item, result.reason, result.detail)
-        return "rejected"
-    done = {"status": "verified", "raw": "", "headers": ""}
-    if isinstance(result, Ignored):
-        ignored = stat(
-            "webhooks", provider=intake.PAYPAL_WEBHOOK, outcome="ignored", reason=result.reason
-        )
-        worker.ledger.mark_done(claim, {**done, "reason": result.reason}, ignored)
-        return "ignored"
-    if not result.attributed:
-        # A capture carries no buyer: its order may, for the customerEmailHash.
-        email = paypal_api.capture_payer_email(_paypal(worker, item), event)
-        if isinstance(email, RetryLater):
-            attempt = {"last_attempt_at": time.time(), "last_status": email.status or ""}
-            return _retry(worker, claim, item, email, attempt, notes)
-        if email:
-            result = replace(result, customer_email_hash=email_hash(email))
-    return _accept_mapped(worker, claim, item, result, done, event_id=event["id"])
-
-
-def _accept_mapped(
-    worker: Worker,
-    claim: Claim,
-    item: dict[str, str],
-    conversion: Conversion,
-    done: dict[str, str],
-    event_id: str = "",
-) -> str:
-    # The conversion's ledger id is its externalId: an IPN's txn_id and a REST capture's id
-    # are the same value, so whichever of the two arrives second is a duplicate.
-    accepted = intake.accept_conversion(
-        worker.ledger,
-        conversion,
-        provider=item.get("provider") or "paypal",
-        event_id=event_id or conversion.external_id,
-        received_at=_number(item, "received_at", time.time()),
-    )
-    # Mark the IPN done only after its conversion is recorded: a crash in between re-verifies.
-    worker.ledger.mark_done(claim, {**done, "external_id": conversion.external_id})
-    if isinstance(accepted, intake.Accepted):
-        return "verified"
-    return "duplicate" if isinstance(accepted, intake.Duplicate) else "unattributed"

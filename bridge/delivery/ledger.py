@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -297,3 +298,12 @@ def _fields(flat: list[bytes]) -> dict[str, str]:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def item_number(item: dict[str, str], field: str, default: float) -> float:
+    """A numeric field of the item; `default` when it is missing or unreadable."""
+    try:
+        value = float(item[field])
+    except (KeyError, ValueError):
+        return default
+    return value if math.isfinite(value) else default

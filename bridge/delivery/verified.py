@@ -1,0 +1,137 @@
+"""What a PayPal message comes to once PayPal answered for it: mapped and recorded, ignored,
+rejected, or (PayPal did not send it) dropped, keeping nothing of it but counters and a marker.
+
+Both kinds are here: an IPN (VERIFIED / INVALID) and a REST webhook event (SUCCESS / FAILURE).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import replace
+
+from bridge.conversion import Conversion, Ignored, Rejected, email_hash
+from bridge.delivery import intake, paypal_api
+from bridge.delivery.ledger import Claim, Ledger, item_number
+from bridge.delivery.outcomes import RetryLater
+from bridge.delivery.stats import stat
+from bridge.providers.paypal.ipn import map_ipn, parse_ipn
+from bridge.providers.paypal.webhooks import map_webhook_event, parse_event
+from config import Settings
+
+
+def reject(
+    ledger: Ledger, claim: Claim, item: dict[str, str], reason: str, detail: str = ""
+) -> None:
+    """Mark the item rejected (a verified message that maps to no valid conversion)."""
+    fields = {"status": "rejected", "reason": reason, "raw": ""}
+    provider = item.get("provider") or "paypal"
+    rejected = stat("webhooks", provider=provider, outcome="rejected", reason=reason)
+    ledger.mark_done(claim, fields, rejected)
+    _record_rejected(ledger, claim, item, reason, detail)
+
+
+def drop_forgery(ledger: Ledger, claim: Claim, item: dict[str, str]) -> None:
+    """A message PayPal did not send: nothing of it is kept but counters, a marker and a line."""
+    # Anyone can post these, as many as they like: a 30-day record of each would let them
+    # fill Redis. The marker lets a replay of the same bytes pass as a duplicate for a while.
+    if item.get("kind") == intake.PAYPAL_WEBHOOK:
+        provider, reason = intake.PAYPAL_WEBHOOK, "verification_failure"
+        seen = intake.paypal_event_seen_key(claim.item_id)
+    else:
+        provider, reason, seen = "paypal", "ipn_invalid", intake.ipn_seen_key(claim.item_id)
+    rejected = stat("webhooks", provider=provider, outcome="rejected", reason=reason)
+    if ledger.discard(claim, seen, rejected):
+        _record_rejected(ledger, claim, item, reason)
+
+
+def _record_rejected(
+    ledger: Ledger, claim: Claim, item: dict[str, str], reason: str, detail: str = ""
+) -> None:
+    ledger.record_rejected(
+        json.dumps(
+            {
+                "id": claim.item_id,
+                "provider": item.get("provider"),
+                "event_id": item.get("event_id"),
+                "reason": reason,
+                "detail": detail,
+                "at": time.time(),
+            }
+        )
+    )
+
+
+def after_ipn(ledger: Ledger, settings: Settings, claim: Claim, item: dict[str, str]) -> str:
+    """A VERIFIED IPN: map it and record its conversion; a short word for the outcome."""
+    raw = base64.b64decode(item["raw"])
+    fields = parse_ipn(raw)
+    result = map_ipn(
+        fields,
+        recurring=settings.recurring_conversions,
+        receiver_emails=settings.paypal_receiver_emails,
+    )
+    if isinstance(result, Rejected):
+        reject(ledger, claim, item, result.reason, result.detail)
+        return "rejected"
+    done = {"status": "verified", "raw": ""}
+    if isinstance(result, Ignored):
+        ignored = stat("webhooks", provider="paypal", outcome="ignored", reason=result.reason)
+        ledger.mark_done(claim, {**done, "reason": result.reason}, ignored)
+        return "ignored"
+    return _accept_mapped(ledger, claim, item, result, done)
+
+
+def after_event(
+    ledger: Ledger, settings: Settings, claim: Claim, item: dict[str, str], api: paypal_api.Api
+) -> str | RetryLater:
+    """A REST event PayPal vouched for: map it and record its conversion; a short word for the
+    outcome, or a RetryLater when its order's look-up must be tried again."""
+    event = parse_event(base64.b64decode(item["raw"]))
+    if event is None:  # it parsed at intake: a corrupt item
+        reject(ledger, claim, item, "malformed_event")
+        return "rejected"
+    result = map_webhook_event(event, recurring=settings.recurring_conversions)
+    if isinstance(result, Rejected):
+        reject(ledger, claim, item, result.reason, result.detail)
+        return "rejected"
+    done = {"status": "verified", "raw": "", "headers": ""}
+    if isinstance(result, Ignored):
+        ignored = stat(
+            "webhooks", provider=intake.PAYPAL_WEBHOOK, outcome="ignored", reason=result.reason
+        )
+        ledger.mark_done(claim, {**done, "reason": result.reason}, ignored)
+        return "ignored"
+    if not result.attributed:
+        # A capture carries no buyer: its order may, for the customerEmailHash.
+        email = paypal_api.capture_payer_email(api, event)
+        if isinstance(email, RetryLater):
+            return email
+        if email:
+            result = replace(result, customer_email_hash=email_hash(email))
+    return _accept_mapped(ledger, claim, item, result, done, event_id=event["id"])
+
+
+def _accept_mapped(
+    ledger: Ledger,
+    claim: Claim,
+    item: dict[str, str],
+    conversion: Conversion,
+    done: dict[str, str],
+    event_id: str = "",
+) -> str:
+    # The conversion's ledger id is its externalId: an IPN's txn_id and a REST capture's id
+    # are the same value, so whichever of the two arrives second is a duplicate.
+    accepted = intake.accept_conversion(
+        ledger,
+        conversion,
+        provider=item.get("provider") or "paypal",
+        event_id=event_id or conversion.external_id,
+        received_at=item_number(item, "received_at", time.time()),
+    )
+    # Mark the IPN done only after its conversion is recorded: a crash in between re-verifies.
+    ledger.mark_done(claim, {**done, "external_id": conversion.external_id})
+    if isinstance(accepted, intake.Accepted):
+        return "verified"
+    return "duplicate" if isinstance(accepted, intake.Duplicate) else "unattributed"
