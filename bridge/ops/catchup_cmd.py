@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from tqdm import tqdm
@@ -48,8 +49,8 @@ def source_for(provider: str, settings: Settings) -> EventSource:
     return StripeEvents(settings)
 
 
-def run(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:
-    """Run catch-up once; the summary on stdout, progress and log lines on stderr."""
+def prepare(args: argparse.Namespace, settings: Settings) -> Callable[[Ledger], int]:
+    """Check the window and the provider's credentials, before anything needs Redis; the run."""
     configure_logging(stream=sys.stderr)
     try:
         since, until = parse_window(args.since, args.until, time.time())
@@ -57,6 +58,16 @@ def run(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:
         raise CatchupRefused(f"catchup: {exc}") from None
     try:
         source = source_for(args.provider, settings)
+    except SourceError as exc:
+        raise CatchupRefused(f"catchup {args.provider}: {exc}") from None
+    return lambda ledger: _run(args, source, ledger, since, until)
+
+
+def _run(
+    args: argparse.Namespace, source: EventSource, ledger: Ledger, since: int, until: int
+) -> int:
+    """Run catch-up once; the summary on stdout, progress and log lines on stderr."""
+    try:
         with _ProgressDisplay(args.provider, sys.stderr) as progress:
             summary = run_catchup(
                 source, ledger, since, until, dry_run=args.dry_run, progress=progress

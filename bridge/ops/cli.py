@@ -76,13 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bridge.ops.supervisor import run
 
             return run(_settings(), args.host, args.port, args.concurrency, args.data_dir)
+        # Catch-up's own arguments and credentials are checked before Redis is needed.
+        catchup = catchup_cmd.prepare(args, _settings()) if args.command == "catchup" else None
         ledger = Ledger(connect(_redis_url(_settings(), args.data_dir)))
         if args.command == "status":
             return _status(ledger, args.json)
         if args.command == "retry-now":
             return _retry_now(ledger, args)
-        if args.command == "catchup":
-            return catchup_cmd.run(args, _settings(), ledger)
+        if catchup is not None:
+            return catchup(ledger)
         return _dlq(ledger, args)
     except ConfigError as exc:
         print(f"refbridge: configuration error: {exc}", file=sys.stderr)

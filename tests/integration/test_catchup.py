@@ -245,6 +245,30 @@ def test_a_missing_or_refused_key_fails_with_one_line_naming_it(
     assert "Traceback" not in result.stderr and (not key or key not in result.stderr)
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("stripe", "--since", "1h"), "STRIPE_API_KEY"),
+        (("stripe", "--since", "1x"), "'1x'"),
+        (("stripe", "--since", "1h", "--until", "yesterday"), "'yesterday'"),
+        (("paypal", "--since", "1h"), "PAYPAL_CLIENT_ID"),
+    ],
+)
+def test_arguments_and_credentials_are_checked_before_redis_is_needed(
+    tmp_path: Path, args: tuple[str, ...], named: str
+) -> None:
+    # No REDIS_URL and no `refbridge run` here: the first problem named is the command's own.
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REDIS_", "STRIPE_", "PAYPAL_", "REFCAMPAIGN_"))
+    }
+    result = catchup({**clean, "STRIPE_API_KEY": ""}, *args, cwd=tmp_path)
+    assert result.returncode != 0 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "REDIS_URL" not in lines[0], result.stderr
+
+
 def runs(client: redis.Redis) -> list[dict[str, Any]]:
     return [json.loads(r) for r in client.lrange(RUNS, 0, -1)]
 
