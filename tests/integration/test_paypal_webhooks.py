@@ -354,14 +354,16 @@ def test_status_and_metrics_show_the_path(pp: Stack) -> None:
     pp.post(raw, transmission(event_id(raw)))
     pp.refcampaign.wait_for(1)
     wait_until(lambda: len(pp.api.verdicts) == 2)
+    # The forgery's verification is counted first, its rejection when it is dropped.
     after = wait_until(
         lambda: (
-            (s := reports.status(ledger))["paypal_webhook_failure"]
-            > before["paypal_webhook_failure"]
+            (s := reports.status(ledger))["paypal_webhook_rejected"]
+            > before["paypal_webhook_rejected"]
             and s
         )
     )
     assert after["paypal_webhook_verified"] == before["paypal_webhook_verified"] + 1
+    assert after["paypal_webhook_failure"] == before["paypal_webhook_failure"] + 1
     assert after["paypal_webhook_rejected"] == before["paypal_webhook_rejected"] + 1
     metrics = pp.client.get("/metrics").data.decode()
     assert 'refbridge_paypal_webhook_verifications_total{outcome="verified"}' in metrics
