@@ -20,7 +20,7 @@ import termios
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from tests.standins.stripe_api import (
     server_error,
     slow,
 )
+from tests.waiting import wait_until
 
 REFBRIDGE = str(Path(sys.executable).parent / "refbridge")
 STRIPE_KEY = "rk_test_catchup_2f9c41e7"
@@ -271,16 +272,6 @@ def test_arguments_and_credentials_are_checked_before_redis_is_needed(
 
 def runs(client: redis.Redis) -> list[dict[str, Any]]:
     return [json.loads(r) for r in client.lrange(RUNS, 0, -1)]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_workers_catch_up_by_themselves_one_at_a_time_through_a_kill(

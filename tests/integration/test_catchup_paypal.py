@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from tests.standins.paypal import PayPalVerifier
 from tests.standins.paypal_api import CLIENT_SECRET, PayPalApi, history_event
 from tests.standins.refcampaign import RefCampaign
 from tests.standins.stripe_api import StripeAPI
+from tests.waiting import wait_until
 
 REFBRIDGE = str(Path(sys.executable).parent / "refbridge")
 # Long enough that the worker's automatic catch-up runs once at start and then only when a
@@ -107,16 +108,6 @@ def pp(stack: Stack) -> Stack:
 def runs(client: redis.Redis) -> list[dict[str, Any]]:
     """Recent catch-up runs, newest first."""
     return [json.loads(r) for r in client.lrange(RUNS, 0, -1)]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def catchup(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

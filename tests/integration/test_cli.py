@@ -26,6 +26,7 @@ from tests.fixtures import stripe_fixture
 from tests.processes import WorkerProcess
 from tests.signing import stripe_body, stripe_headers
 from tests.standins.refcampaign import RefCampaign, Scripted
+from tests.waiting import wait_until
 
 REFBRIDGE = str(Path(sys.executable).parent / "refbridge")
 UNPROCESSABLE = '{"error":["amount must be an integer in minor units"]}'
@@ -74,16 +75,6 @@ def status(cli: Callable[..., Any]) -> dict[str, Any]:
     data = json.loads(ok(cli("status", "--json")))
     assert isinstance(data, dict)
     return data
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def wait_dead_lettered(redis_url: str, count: int, timeout: float = 15.0) -> list[str]:

@@ -8,7 +8,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from tests.standins.paypal_api import (
     transmission,
 )
 from tests.standins.refcampaign import RefCampaign
+from tests.waiting import wait_until
 
 ROUTE = "/webhooks/paypal"
 
@@ -139,14 +140,6 @@ def capture(
     }
     # PayPal's own spacing; the verification must carry these exact bytes.
     return json.dumps(event, indent=1).encode()
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
-        time.sleep(0.05)
-    return value
 
 
 def postbacks_for(refcampaign: RefCampaign, external_id: str) -> list[dict[str, Any]]:

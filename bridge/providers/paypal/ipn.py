@@ -36,6 +36,7 @@ __all__ = [
     "RECURRING_TXN_TYPES",
     "SALE_TXN_TYPES",
     "is_form_encoded",
+    "exact_amount",
     "is_test_ipn",
     "map_ipn",
     "parse_custom",
@@ -153,7 +154,7 @@ def _map_sale(fields: Mapping[str, str]) -> MappingResult:
     txn_id = fields.get("txn_id", "").strip()
     if not txn_id:
         return Rejected("missing_txn_id")
-    amount = _amount(fields.get("mc_gross", ""), fields.get("mc_currency", ""))
+    amount = exact_amount(fields.get("mc_gross", ""), fields.get("mc_currency", ""))
     if isinstance(amount, Rejected):
         return amount
     if amount <= 0:
@@ -192,7 +193,9 @@ def _conversion(
     )
 
 
-def _amount(value: str, currency: str) -> int | Rejected:
+def exact_amount(value: str, currency: str) -> int | Rejected:
+    """A decimal amount in minor units, exactly; why not as a Rejected (same rules for IPN and
+    REST webhooks, so one sale counts the same through either)."""
     try:
         return minor_units(value, currency)
     except BadCurrency as error:

@@ -24,8 +24,7 @@ from bridge.conversion import (
     contains_email,
     iso_utc,
 )
-from bridge.money import BadCurrency, InexactAmount, MalformedAmount, minor_units
-from bridge.providers.paypal.ipn import parse_custom
+from bridge.providers.paypal.ipn import exact_amount, parse_custom
 
 __all__ = [
     "CAPTURE_COMPLETED",
@@ -192,7 +191,7 @@ def _conversion(
         return Rejected("bad_currency", "the amount has no currency code")
     if not isinstance(value, str):
         return Rejected("bad_amount", "the amount is not a decimal string")
-    amount = _minor_units(value, currency)
+    amount = exact_amount(value, currency)
     if isinstance(amount, Rejected):
         return amount
     if amount <= 0:
@@ -209,17 +208,6 @@ def _conversion(
         converted_at=_converted_at(resource.get("create_time")),
         metadata={"source": "paypal", "eventId": event_id, "eventType": event_type},
     )
-
-
-def _minor_units(value: str, currency: str) -> int | Rejected:
-    try:
-        return minor_units(value, currency)
-    except BadCurrency as error:
-        return Rejected("bad_currency", str(error))
-    except MalformedAmount as error:
-        return Rejected("bad_amount", str(error))
-    except InexactAmount as error:
-        return Rejected("inexact_amount", str(error))
 
 
 def _attribution(custom: object) -> tuple[str | None, str | None]:
