@@ -124,8 +124,20 @@ def _setup_logging(**_: Any) -> None:
     _configure_logging()
 
 
-@signals.worker_ready.connect
-def _announce_ready(sender: Any, **_: Any) -> None:
+_celery_on_consumer_ready = celery_worker.Worker.on_consumer_ready
+
+
+def _on_consumer_ready(self: Any, consumer: Any) -> None:
+    """Celery's own (the worker_ready signal, then its "ready." line), then the announcement
+    `refbridge run` waits for: after that line, so its own ready line never comes first."""
+    _celery_on_consumer_ready(self, consumer)
+    _announce_ready(consumer)
+
+
+celery_worker.Worker.on_consumer_ready = _on_consumer_ready
+
+
+def _announce_ready(sender: Any) -> None:
     """Tell `refbridge run`, through Redis, that this worker consumes now (its ready line)."""
     settings: Settings = sender.app.conf.refbridge_settings
     client = connect(settings.redis_url or "")
