@@ -116,10 +116,7 @@ class Ledger:
 
         `stats` names the counters to add one to when it is recorded / a duplicate.
         """
-        argv: list[Any] = [time.time(), SEEN_TTL, *stats, *new_ids(), MAX_NUDGES]
-        for name, value in fields.items():
-            argv += [name, value]
-        keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES]
+        keys, argv = _enqueue_call(item, seen, fields, stats)
         return bool(self._enqueue(keys=keys, args=argv))
 
     def enqueue_many(
@@ -132,10 +129,7 @@ class Ledger:
         for them all (catch-up records a page of events at a time)."""
         pipe = self.redis.pipeline(transaction=False)
         for item, seen, fields in entries:
-            argv: list[Any] = [time.time(), SEEN_TTL, *stats, *new_ids(), MAX_NUDGES]
-            for name, value in fields.items():
-                argv += [name, value]
-            keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES]
+            keys, argv = _enqueue_call(item, seen, fields, stats)
             self._enqueue(keys=keys, args=argv, client=pipe)
         for counter, amount in counts.items():
             pipe.hincrby(STATS, counter, amount)
@@ -298,6 +292,17 @@ def _fields(flat: list[bytes]) -> dict[str, str]:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _enqueue_call(
+    item: str, seen: str, fields: Mapping[str, str | int | float], stats: tuple[str, str]
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of lua/enqueue.lua for one item, each call with fresh nudge ids."""
+    argv: list[Any] = [time.time(), SEEN_TTL, *stats, *new_ids(), MAX_NUDGES]
+    for name, value in fields.items():
+        argv += [name, value]
+    keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES]
+    return keys, argv
 
 
 def item_number(item: dict[str, str], field: str, default: float) -> float:
