@@ -22,10 +22,10 @@ import requests
 import structlog
 
 from bridge.catchup.source import CredentialsError, ProviderEvent, SourceError
-from bridge.catchup.throttle import Throttle
+from bridge.catchup.throttle import MAX_TRIES, TIMEOUT, Throttle, pause_before_retry
 from bridge.conversion import Conversion, Ignored, Rejected, email_hash
 from bridge.delivery import paypal_api
-from bridge.delivery.http_client import OutboundSession, new_session
+from bridge.delivery.http_client import OutboundSession, new_session, send
 from bridge.delivery.intake import PAYPAL_WEBHOOK
 from bridge.delivery.outcomes import RetryLater, is_redirect, redirect_host, retry_after_seconds
 from bridge.providers.paypal.webhooks import CAPTURE_COMPLETED, map_webhook_event
@@ -36,10 +36,6 @@ EVENTS_PATH = "/v1/notifications/webhooks-events"
 # request for a busy hour without betting on an undocumented upper bound.
 PAGE_SIZE = 100
 MAX_RATE = 20.0  # PayPal publishes no per-endpoint figure: the same ceiling as Stripe's
-TIMEOUT = 30.0
-MAX_TRIES = 8
-BACKOFF_BASE = 0.5
-BACKOFF_MAX = 30.0
 NO_CREDENTIALS = (
     "PAYPAL_CLIENT_ID and PAYPAL_CLIENT_SECRET must be set: catch-up reads PayPal's event "
     "history with the REST app's credentials"
@@ -159,9 +155,7 @@ class PayPalEvents:
                 delay = retry_after_seconds(answer.headers.get("Retry-After"))
             else:
                 error, delay = answer.error, None
-            wait = delay if delay is not None else _backoff(attempt)
-            log.warning("catchup_retry", provider="paypal", error=error, attempt=attempt, wait=wait)
-            self.sleep(wait)
+            pause_before_retry(self.sleep, "paypal", error, attempt, delay)
         raise SourceError(f"PayPal's event list failed {MAX_TRIES} times: {error}")
 
     def _token(self) -> str:
@@ -174,24 +168,12 @@ class PayPalEvents:
                 raise CredentialsError(REFUSED.format(status=token.status))
             if token.error.startswith("token request: redirect"):
                 raise SourceError(token.error)
-            wait = token.retry_after if token.retry_after is not None else _backoff(attempt)
-            log.warning(
-                "catchup_retry", provider="paypal", error=token.error, attempt=attempt, wait=wait
-            )
-            self.sleep(wait)
+            pause_before_retry(self.sleep, "paypal", token.error, attempt, token.retry_after)
         raise SourceError(f"PayPal's token request failed {MAX_TRIES} times")
 
     def _get(self, url: str, token: str) -> requests.Response | RetryLater:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        try:
-            response: requests.Response = self.session.get(
-                url, headers=headers, timeout=TIMEOUT, allow_redirects=False
-            )
-            return response
-        except requests.Timeout:
-            return RetryLater(None, "timeout")
-        except requests.RequestException as exc:
-            return RetryLater(None, f"connection error: {type(exc).__name__}")
+        return send(self.session, "GET", url, TIMEOUT, headers=headers)
 
 
 def _event(body: dict[str, Any]) -> ProviderEvent:
@@ -229,7 +211,3 @@ def _json(response: requests.Response) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise SourceError("PayPal's event list answered something other than a JSON object")
     return body
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(BACKOFF_BASE * 2 ** (attempt - 1), BACKOFF_MAX))

@@ -21,10 +21,9 @@ from typing import Any
 
 import requests
 import stripe
-import structlog
 
 from bridge.catchup.source import CredentialsError, ProviderEvent, SourceError
-from bridge.catchup.throttle import Throttle
+from bridge.catchup.throttle import MAX_TRIES, TIMEOUT, Throttle, pause_before_retry
 from bridge.conversion import Conversion, Ignored
 from bridge.delivery.http_client import OutboundSession, new_session
 from bridge.delivery.outcomes import redirect_host, retry_after_seconds
@@ -34,13 +33,8 @@ from config import Settings
 # Stripe allows 100 requests/s in live mode and 25 per endpoint by default: stay well under.
 MAX_RATE = 20.0
 PAGE_SIZE = 100  # Stripe's largest page
-TIMEOUT = 30.0
-MAX_TRIES = 8
-BACKOFF_BASE = 0.5
-BACKOFF_MAX = 30.0
 NO_KEY = "STRIPE_API_KEY is not set: catch-up needs a restricted key with read access to Events"
 REFUSED = "Stripe refused STRIPE_API_KEY ({status}): check the key and its read access to Events"
-log = structlog.get_logger("refbridge.catchup")
 # The SDK logs every request and error body at info: a line per page, and Stripe's 401 message
 # names the key (masked). Catch-up logs its own retries and failures instead.
 logging.getLogger("stripe").setLevel(logging.WARNING)
@@ -134,9 +128,7 @@ class StripeEvents:
                 error, delay = f"Stripe answered {exc.http_status}", None
             except stripe.StripeError as exc:
                 raise SourceError(f"Stripe refused the request ({exc.http_status})") from None
-            wait = delay if delay is not None else _backoff(attempt)
-            log.warning("catchup_retry", provider="stripe", error=error, attempt=attempt, wait=wait)
-            self.sleep(wait)
+            pause_before_retry(self.sleep, "stripe", error, attempt, delay)
         raise SourceError(f"Stripe's event list failed {MAX_TRIES} times: {error}")
 
 
@@ -155,7 +147,3 @@ def _header(exc: stripe.StripeError, name: str) -> str | None:
     headers = exc.headers or {}
     value = headers.get(name) or headers.get(name.lower())
     return str(value) if value is not None else None
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(BACKOFF_BASE * 2 ** (attempt - 1), BACKOFF_MAX))

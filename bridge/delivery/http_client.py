@@ -89,7 +89,7 @@ def post_conversion(
     """POST one conversion; the classified answer. Never raises for network trouble."""
     headers = {"Authorization": f"Bearer {settings.refcampaign_api_key}"}
     url = settings.postback_url
-    response = _post(session, url, settings.delivery_timeout, json=payload, headers=headers)
+    response = send(session, "POST", url, settings.delivery_timeout, json=payload, headers=headers)
     if isinstance(response, RetryLater):
         return response
     conversion_id = None
@@ -108,8 +108,9 @@ def post_conversion(
 def verify_ipn(session: requests.Session, settings: Settings, raw: bytes) -> Outcome:
     """Ask PayPal whether it sent `raw`: `cmd=_notify-validate&` + the exact bytes received."""
     url = settings.paypal_ipn_verify_url
-    response = _post(
+    response = send(
         session,
+        "POST",
         url,
         settings.delivery_timeout,
         data=verification_body(raw),
@@ -120,12 +121,12 @@ def verify_ipn(session: requests.Session, settings: Settings, raw: bytes) -> Out
     return classify_verification(response.status_code, response.text, response.headers, url)
 
 
-def _post(
-    session: requests.Session, url: str, timeout: float, **request: Any
+def send(
+    session: requests.Session, method: str, url: str, timeout: float, **request: Any
 ) -> requests.Response | RetryLater:
-    """One POST that never follows a redirect; network trouble as a RetryLater, not raised."""
+    """One request that never follows a redirect; network trouble as a RetryLater, not raised."""
     try:
-        return session.post(url, timeout=timeout, allow_redirects=False, **request)
+        return session.request(method, url, timeout=timeout, allow_redirects=False, **request)
     except requests.Timeout:
         return RetryLater(None, "timeout")
     except requests.RequestException as exc:

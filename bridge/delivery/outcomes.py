@@ -120,6 +120,20 @@ def is_redirect(status: int) -> bool:
     return 300 <= status < 400
 
 
+def retry_later(
+    status: int, headers: Mapping[str, str], body: str, request_url: str = "", what: str = ""
+) -> RetryLater:
+    """A failed answer, retried on the backoff: a 3xx as `redirect to <host>` (never followed),
+    a 429 with its Retry-After, anything else with its body (truncated); `what` prefixes the
+    error ("token request: …")."""
+    prefix = f"{what}: " if what else ""
+    if is_redirect(status):
+        host = redirect_host(headers.get("Location"), request_url)
+        return RetryLater(status, f"{prefix}redirect to {host}")
+    retry_after = retry_after_seconds(headers.get("Retry-After")) if status == 429 else None
+    return RetryLater(status, prefix + truncate(body), retry_after)
+
+
 def classify_postback(
     status: int,
     headers: Mapping[str, str],
@@ -130,15 +144,9 @@ def classify_postback(
     """RefCampaign's answer to a postback, per docs/architecture.md's table of attempt outcomes."""
     if 200 <= status < 300:
         return Delivered(status, conversion_id)
-    if is_redirect(status):
-        # Followed, a 302 turns the POST into a GET whose 2xx would be taken for delivery.
-        return RetryLater(
-            status, f"redirect to {redirect_host(headers.get('Location'), request_url)}"
-        )
-    if status == 429:
-        return RetryLater(status, truncate(body), retry_after_seconds(headers.get("Retry-After")))
-    if status >= 500 or status == 408:
-        return RetryLater(status, truncate(body))
+    # Followed, a 302 turns the POST into a GET whose 2xx would be taken for delivery.
+    if is_redirect(status) or status in (408, 429) or status >= 500:
+        return retry_later(status, headers, body, request_url)
     if 400 <= status < 500:
         return DeadLetter(TERMINAL_REASONS.get(status, "client_error"), status, truncate(body))
     # 1xx is not an answer the API documents: treat as transient rather than lose the order.

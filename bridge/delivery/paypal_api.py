@@ -14,15 +14,14 @@ from urllib.parse import quote
 import requests
 import structlog
 
-from bridge.delivery.http_client import _post
+from bridge.delivery.http_client import send
 from bridge.delivery.outcomes import (
     Invalid,
     Outcome,
     RetryLater,
     Verified,
-    is_redirect,
-    redirect_host,
     retry_after_seconds,
+    retry_later,
     truncate,
 )
 from bridge.providers.paypal.webhooks import capture_order_id, verification_body
@@ -115,8 +114,9 @@ def fetch_token(api: Api) -> tuple[str, float] | RetryLater:
     if isinstance(timeout, RetryLater):
         return timeout
     url = settings.paypal_api_url + TOKEN_PATH
-    response = _post(
+    response = send(
         api.session,
+        "POST",
         url,
         timeout,
         data={"grant_type": "client_credentials"},
@@ -133,7 +133,8 @@ def fetch_token(api: Api) -> tuple[str, float] | RetryLater:
         if api.log_refusal:
             log.error("paypal_credentials_refused", status=status, variables=CREDENTIALS)
         return RetryLater(status, f"PayPal refused {CREDENTIALS} (token request HTTP {status})")
-    return _transient(response, url, "token request")
+    # 429, 5xx, 3xx and the like: retried on the backoff.
+    return retry_later(status, response.headers, response.text, url, "token request")
 
 
 def _token_in(response: requests.Response) -> tuple[str, float] | RetryLater:
@@ -201,12 +202,10 @@ def capture_payer_email(api: Api, event: Mapping[str, Any]) -> str | None | Retr
 
     def get(token: str, timeout: float) -> requests.Response | RetryLater:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        try:
-            return api.session.get(url, headers=headers, timeout=timeout, allow_redirects=False)
-        except requests.Timeout:
-            return RetryLater(None, "order look-up: timeout")
-        except requests.RequestException as exc:
-            return RetryLater(None, f"order look-up: connection error: {type(exc).__name__}")
+        answer = send(api.session, "GET", url, timeout, headers=headers)
+        if isinstance(answer, RetryLater):
+            return RetryLater(None, f"order look-up: {answer.error}")
+        return answer
 
     response = _with_token(api, get)
     if isinstance(response, RetryLater):
@@ -237,7 +236,7 @@ def _verify_with(
 ) -> requests.Response | RetryLater:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     url = api.settings.paypal_api_url + VERIFY_PATH
-    return _post(api.session, url, timeout, data=body, headers=headers)
+    return send(api.session, "POST", url, timeout, data=body, headers=headers)
 
 
 def classify_webhook_verification(
@@ -256,13 +255,7 @@ def classify_webhook_verification(
         if verdict == "FAILURE":
             return Invalid()
         return RetryLater(status, "unexpected verification answer: " + truncate(body))
-    if is_redirect(status):
-        return RetryLater(
-            status, f"redirect to {redirect_host(headers.get('Location'), request_url)}"
-        )
-    if status == 429:
-        return RetryLater(status, truncate(body), retry_after_seconds(headers.get("Retry-After")))
-    return RetryLater(status, truncate(body))
+    return retry_later(status, headers, body, request_url)
 
 
 def _verification_status(body: str) -> str | None:
@@ -272,16 +265,3 @@ def _verification_status(body: str) -> str | None:
         return None
     verdict = answer.get("verification_status") if isinstance(answer, dict) else None
     return verdict if isinstance(verdict, str) else None
-
-
-def _transient(response: requests.Response, url: str, what: str) -> RetryLater:
-    """A token request's other answers: 429, 5xx, 3xx and the like, retried on the backoff."""
-    status = response.status_code
-    if is_redirect(status):
-        return RetryLater(
-            status, f"{what}: redirect to {redirect_host(response.headers.get('Location'), url)}"
-        )
-    retry_after = (
-        retry_after_seconds(response.headers.get("Retry-After")) if status == 429 else None
-    )
-    return RetryLater(status, f"{what}: " + truncate(response.text), retry_after)
