@@ -18,7 +18,7 @@ from bridge.logs import configure_logging
 from bridge.ops.readiness import WORKER_READY_TTL, worker_ready_key
 from bridge.redis_client import REDIS_ERRORS, Reachability, connect, reachability
 from config import Settings
-from tasks import catchup, process, sweeper, watchdog
+from tasks import catchup, listener, process, sweeper, watchdog
 
 # Celery's own INFO line per task ("Task … received" in the main process, "… succeeded in …"
 # in the pool process): two lines per nudge that add nothing to the `attempt_finished` lines,
@@ -63,6 +63,7 @@ def make_celery(settings: Settings) -> Celery:
     sweeper.install(app)
     watchdog.install(app)
     catchup.install(app)
+    listener.install(app)
     return app
 
 
@@ -129,8 +130,10 @@ _celery_on_consumer_ready = celery_worker.Worker.on_consumer_ready
 
 def _on_consumer_ready(self: Any, consumer: Any) -> None:
     """Celery's own (the worker_ready signal, then its "ready." line), then the announcement
-    `refbridge run` waits for: after that line, so its own ready line never comes first."""
+    `refbridge run` waits for: after that line, so its own ready line never comes first. The
+    pool's listeners take work from now on (tasks/listener.py)."""
     _celery_on_consumer_ready(self, consumer)
+    listener.open_gate(True)
     _announce_ready(consumer)
 
 

@@ -19,6 +19,10 @@ _local: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
+# A pool process runs a task's batch and its listener's batch (tasks/listener.py) at once.
+ATTEMPTS_AT_ONCE = 2 * BATCH
+
+
 def current_worker(app: Celery) -> Worker:
     """This process's Worker: Redis client and HTTP session made after fork, once per pid."""
     with _lock:
@@ -26,9 +30,11 @@ def current_worker(app: Celery) -> Worker:
             settings: Settings = app.conf.refbridge_settings
             _local["worker"] = Worker(
                 ledger=Ledger(connect(settings.redis_url or "", watched=True)),
-                session=new_session(pool_size=BATCH),
+                session=new_session(pool_size=ATTEMPTS_AT_ONCE),
                 settings=settings,
-                threads=ThreadPoolExecutor(max_workers=BATCH, thread_name_prefix="attempt"),
+                threads=ThreadPoolExecutor(
+                    max_workers=ATTEMPTS_AT_ONCE, thread_name_prefix="attempt"
+                ),
             )
             _local["pid"] = os.getpid()
         worker: Worker = _local["worker"]

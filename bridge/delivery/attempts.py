@@ -69,14 +69,20 @@ def process_due(worker: Worker, took_nudge: bool = True) -> int:
     while True:
         claimed = worker.ledger.claim(run_lease(worker.settings), BATCH, took_nudge)
         took_nudge = False
-        log_deaths(claimed)
-        claims = claimed.claims
-        list(worker.threads.map(lambda claim: process_item(worker, claim), claims))
+        claims = run_claimed(worker, claimed)
         done += len(claims)
         # A suspect comes alone (see lua/claim.lua): more work may be waiting behind it.
         more = len(claims) == BATCH or any(c.died_in for c in claims)
         if not more or time.monotonic() - started > BATCH_LOOP_SECONDS:
             return done
+
+
+def run_claimed(worker: Worker, claimed: Claimed) -> list[Claim]:
+    """Run an attempt at each item of one claim, concurrently; the claims that ran."""
+    log_deaths(claimed)
+    claims = claimed.claims
+    list(worker.threads.map(lambda claim: process_item(worker, claim), claims))
+    return claims
 
 
 def log_deaths(claimed: Claimed) -> None:

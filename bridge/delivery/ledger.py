@@ -24,6 +24,16 @@ NUDGES = "rb:nudges"
 REJECTED = "rb:rejected"
 # "<lease end> <item key>" of the one suspect in flight (see lua/claim.lua).
 SUSPECT = "rb:suspect"
+# Listeners waiting for work (sorted set: token, scored by when the registration lapses) and
+# the list their bells are rung on (see lua/claim.lua, lua/enqueue.lua, tasks/listener.py).
+LISTENERS = "rb:listeners"
+BELL = "rb:bell"
+# How long a listener waits for its bell before it looks at the ledger again; its
+# registration outlives the wait by LISTEN_SLACK, time for that look.
+LISTEN_WAIT = 1.0
+LISTEN_SLACK = 1.0
+# Both keys vanish this long after the last listener stopped registering (no lasting keys).
+LISTEN_KEYS_TTL_MS = int((LISTEN_WAIT + LISTEN_SLACK + 3) * 1000)
 SEEN_TTL = 30 * 24 * 3600
 KEEP_DONE = 30 * 24 * 3600
 REJECTED_KEEP = 1000
@@ -112,7 +122,8 @@ class Ledger:
         fields: Mapping[str, str | int | float],
         stats: tuple[str, str] = ("", ""),
     ) -> bool:
-        """Record a new item, due now, and nudge the workers; False when `seen` or it exists.
+        """Record a new item, due now, and wake a worker (a waiting listener's bell, else a
+        nudge); False when `seen` or it exists.
 
         `stats` names the counters to add one to when it is recorded / a duplicate.
         """
@@ -135,21 +146,34 @@ class Ledger:
             pipe.hincrby(STATS, counter, amount)
         return [bool(answer) for answer in pipe.execute()[: len(entries)]]
 
-    def claim(self, lease: float, limit: int, took_nudge: bool = False) -> Claimed:
+    def claim(
+        self, lease: float, limit: int, took_nudge: bool = False, listener: str = ""
+    ) -> Claimed:
         """Claim up to `limit` due items for an attempt each, leased for `lease` seconds.
 
         An item whose previous attempt never finished is claimed alone (see lua/claim.lua).
+        For a `listener` (its token), a claim that takes nothing registers it to be rung by the
+        next item recorded; one that takes work unregisters it.
         """
         now = time.time()
         argv: list[Any] = [now, now + lease, new_token(), limit, "1" if took_nudge else "0"]
         argv += [limit * SCAN_PER_ITEM, MAX_DEATHS, *_DEATH_STATS]
-        keys = [DUE, RETRY, NUDGES, SUSPECT, DLQ, STATS, UNDELIVERED]
+        argv += [listener, now + LISTEN_WAIT + LISTEN_SLACK, LISTEN_KEYS_TTL_MS]
+        keys = [DUE, RETRY, NUDGES, SUSPECT, DLQ, STATS, UNDELIVERED, LISTENERS]
         flat = self._claim(keys=keys, args=argv)
         claimed = Claimed([], [])
         for key, token, fields, died_in in zip(*(flat[i::4] for i in range(4)), strict=True):
             claim = Claim(item_id(_text(key)), _text(token), _fields(fields), _text(died_in))
             (claimed.claims if claim.token else claimed.dead).append(claim)
         return claimed
+
+    def wait_for_bell(self, timeout: float = LISTEN_WAIT) -> bool:
+        """Wait up to `timeout` seconds for a listener's bell; True when one rang."""
+        return self.redis.blpop([BELL], timeout) is not None
+
+    def unlisten(self, listener: str) -> None:
+        """Take `listener` off the listeners waiting for work (it stops, or may not take any)."""
+        self.redis.zrem(LISTENERS, listener)
 
     def nudge(self, batch: int, most: int = MAX_NUDGES) -> int:
         """Queue enough nudges for the work that is due now; how many were queued."""
@@ -297,11 +321,12 @@ def _text(value: bytes | str) -> str:
 def _enqueue_call(
     item: str, seen: str, fields: Mapping[str, str | int | float], stats: tuple[str, str]
 ) -> tuple[list[str], list[Any]]:
-    """The keys and arguments of lua/enqueue.lua for one item, each call with fresh nudge ids."""
-    argv: list[Any] = [time.time(), SEEN_TTL, *stats, *new_ids(), MAX_NUDGES]
+    """The keys and arguments of lua/enqueue.lua for one item, each call with fresh nudge ids
+    (a listener's bell, when one waits, takes the nudge's place)."""
+    argv: list[Any] = [time.time(), SEEN_TTL, *stats, *new_ids(), MAX_NUDGES, LISTEN_KEYS_TTL_MS]
     for name, value in fields.items():
         argv += [name, value]
-    keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES]
+    keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES, LISTENERS, BELL]
     return keys, argv
 
 

@@ -1,7 +1,8 @@
--- KEYS: due, retry, nudges, suspect, dlq, stats, undelivered.
+-- KEYS: due, retry, nudges, suspect, dlq, stats, undelivered, listeners.
 -- ARGV: now, lease_until, token_prefix, limit, took_nudge, scan, max_deaths,
 --       died_stat, dead_stat (conversions), died_stat, dead_stat (IPN messages),
---       died_stat, dead_stat (PayPal REST webhook events).
+--       died_stat, dead_stat (PayPal REST webhook events), listener, listen_until,
+--       listeners_ttl_ms.
 -- Claims up to `limit` due items for attempts: new token, lease, attempt count, `in_flight`.
 -- Returns {key, token, {field, value, ...}, died_in, ...}: `died_in` is '' when the item's last
 -- attempt finished, else how it was claimed when its worker died ('batch' or 'alone'); token ''
@@ -14,6 +15,12 @@
 -- (nothing else in its batch) and holds the `suspect` slot: one suspect in flight at a time in
 -- the whole system, since a kill may take every pool process of a worker. Only a death while
 -- alone counts (`deaths`); the max_deaths-th dead-letters the item with reason `worker_died`.
+--
+-- Listeners. A claim made for a listener (a thread in a pool process, tasks/listener.py) that
+-- takes nothing registers the listener in `listeners` until `listen_until`, in the same atomic
+-- step: an item recorded after this claim rings its bell (lua/enqueue.lua), one recorded
+-- before it was claimed here. A claim that takes work unregisters it: a busy listener is
+-- never rung.
 if ARGV[5] == '1' and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
   redis.call('DECR', KEYS[3])
 end
@@ -60,7 +67,7 @@ local function dead_letter(key, deaths, stat)
 end
 
 local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[6])
-local limit, taken, out = tonumber(ARGV[4]), 0, {}
+local limit, taken, held, out = tonumber(ARGV[4]), 0, 0, {}
 for i, key in ipairs(keys) do
   if taken >= limit then break end
   local state = redis.call('HMGET', key, 'status', 'in_flight', 'kind')
@@ -69,6 +76,7 @@ for i, key in ipairs(keys) do
   elseif not state[2] then
     local token = claim(key, i, 'batch')
     taken = taken + 1
+    held = held + 1
     table.insert(out, key)
     table.insert(out, token)
     table.insert(out, redis.call('HGETALL', key))
@@ -88,6 +96,7 @@ for i, key in ipairs(keys) do
       dead_letter(key, deaths, dead)
     else
       token = claim(key, i, 'alone')
+      held = held + 1
       redis.call('SET', KEYS[4], ARGV[2] .. ' ' .. key)
     end
     table.insert(out, key)
@@ -95,6 +104,14 @@ for i, key in ipairs(keys) do
     table.insert(out, redis.call('HGETALL', key))
     table.insert(out, state[2])
     if token ~= '' then break end
+  end
+end
+if ARGV[14] ~= '' then
+  if held == 0 then
+    redis.call('ZADD', KEYS[8], ARGV[15], ARGV[14])
+    redis.call('PEXPIRE', KEYS[8], ARGV[16])
+  else
+    redis.call('ZREM', KEYS[8], ARGV[14])
   end
 end
 return out

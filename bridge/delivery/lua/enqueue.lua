@@ -1,7 +1,9 @@
--- KEYS: item, due, seen, stats, undelivered, queue, nudges.
+-- KEYS: item, due, seen, stats, undelivered, queue, nudges, listeners, bell.
 -- ARGV: now, seen_ttl, accepted_stat, duplicate_stat, nudge_id, nudge_tag, max_nudges,
---       field, value, ...
--- Records the item, due now, and queues a nudge unless enough are queued: one atomic step.
+--       bell_ttl_ms, field, value, ...
+-- Records the item, due now, and wakes a worker for it, in one atomic step: a listener waiting
+-- for work (registered by lua/claim.lua, unexpired) is taken off the list and its bell rung;
+-- with none waiting, a nudge is queued unless enough are queued already.
 -- Uses nudge_message (nudge_message.lua).
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
@@ -9,12 +11,16 @@ if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', 0, 'token', '',
-  'created_at', ARGV[1], 'window_start', ARGV[1], 'next_due', ARGV[1], unpack(ARGV, 8))
+  'created_at', ARGV[1], 'window_start', ARGV[1], 'next_due', ARGV[1], unpack(ARGV, 9))
 redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1])
 redis.call('ZADD', KEYS[5], ARGV[1], KEYS[1])
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[3], 1) end
-if tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[7]) then
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', ARGV[1])
+if #redis.call('ZPOPMAX', KEYS[8]) > 0 then
+  redis.call('LPUSH', KEYS[9], '1')
+  redis.call('PEXPIRE', KEYS[9], ARGV[8])
+elseif tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[7]) then
   redis.call('INCR', KEYS[7])
   redis.call('LPUSH', KEYS[6], nudge_message(ARGV[5], ARGV[6]))
 end
