@@ -112,7 +112,7 @@ class Listener:
             self._registered = not claimed.claims
             run_claimed(worker, claimed)
         if self._registered:
-            self.ledger.wait_for_bell()
+            self.ledger.wait_for_bell(self.token)
 
 
 _listener: dict[str, Listener] = {}

@@ -25,8 +25,9 @@ def test_an_empty_claim_registers_the_listener_and_the_next_item_rings_it(redis_
     assert ledger.enqueue("cs_listen_1", "rb:seen:test:listen_1", FIELDS)
     assert client.llen(QUEUE) == 0 and client.get(NUDGES) is None  # no Celery message
     assert client.zcard(LISTENERS) == 0  # rung once: taken off the list
-    assert ledger.wait_for_bell(timeout=0.1)
-    assert not ledger.wait_for_bell(timeout=0.1)
+    assert not ledger.wait_for_bell("L2", timeout=0.1)  # nobody else's
+    assert ledger.wait_for_bell("L1", timeout=0.1)
+    assert not ledger.wait_for_bell("L1", timeout=0.1)
     # With nobody listening the next item gets a nudge, as before listeners.
     assert ledger.enqueue("cs_listen_2", "rb:seen:test:listen_2", FIELDS)
     assert client.llen(QUEUE) == 1
@@ -38,7 +39,10 @@ def test_a_claim_that_takes_work_unregisters_the_listener(redis_url):
     ledger.claim(lease=30, limit=8, listener="L2")
     assert ledger.enqueue("cs_listen_3", "rb:seen:test:listen_3", FIELDS)  # rings one of them
     assert ledger.enqueue("cs_listen_4", "rb:seen:test:listen_4", FIELDS)  # and the other
-    assert client.llen(BELL) == 2 and client.llen(QUEUE) == 0
+    # Each rung on its own bell: a bell heard by another listener would leave the one taken
+    # off the list waiting unregistered.
+    assert client.llen(BELL + "L1") == client.llen(BELL + "L2") == 1
+    assert client.llen(QUEUE) == 0
     ledger.claim(lease=30, limit=8, listener="L1")  # L1 takes both...
     ledger.claim(lease=30, limit=8, listener="L2")  # ...so L2 finds nothing and waits again
     assert client.zrange(LISTENERS, 0, -1) == [b"L2"]
@@ -53,7 +57,7 @@ def test_a_lapsed_registration_is_never_rung(redis_url):
     client, ledger = _ledger(redis_url)
     client.zadd(LISTENERS, {"gone": time.time() - 1})  # a listener that died waiting
     assert ledger.enqueue("cs_listen_7", "rb:seen:test:listen_7", FIELDS)
-    assert client.llen(BELL) == 0 and client.llen(QUEUE) == 1
+    assert not client.exists(BELL + "gone") and client.llen(QUEUE) == 1
     assert client.zcard(LISTENERS) == 0  # swept by the intake
 
 
@@ -64,7 +68,7 @@ def test_a_duplicate_rings_nobody(redis_url):
     ledger.claim(lease=30, limit=8, listener="L1")  # takes the item: not registered
     ledger.claim(lease=30, limit=8, listener="L1")  # nothing left: registered
     assert not ledger.enqueue("cs_listen_8", "rb:seen:test:listen_8", FIELDS)
-    assert client.zrange(LISTENERS, 0, -1) == [b"L1"] and client.llen(BELL) == 0
+    assert client.zrange(LISTENERS, 0, -1) == [b"L1"] and not client.exists(BELL + "L1")
 
 
 def test_the_listening_keys_expire_and_unlisten_removes_a_listener(redis_url):
@@ -75,7 +79,7 @@ def test_the_listening_keys_expire_and_unlisten_removes_a_listener(redis_url):
     ledger.unlisten("L1")
     assert client.zrange(LISTENERS, 0, -1) == [b"L2"]
     assert ledger.enqueue("cs_listen_9", "rb:seen:test:listen_9", FIELDS)
-    assert 0 < client.pttl(BELL) <= LISTEN_KEYS_TTL_MS
+    assert 0 < client.pttl(BELL + "L2") <= LISTEN_KEYS_TTL_MS
 
 
 def test_a_claim_without_a_listener_touches_no_registration(redis_url):

@@ -24,10 +24,11 @@ NUDGES = "rb:nudges"
 REJECTED = "rb:rejected"
 # "<lease end> <item key>" of the one suspect in flight (see lua/claim.lua).
 SUSPECT = "rb:suspect"
-# Listeners waiting for work (sorted set: token, scored by when the registration lapses) and
-# the list their bells are rung on (see lua/claim.lua, lua/enqueue.lua, tasks/listener.py).
+# Listeners waiting for work (sorted set: token, scored by when the registration lapses), and
+# the prefix of each one's bell, a list named by its token (see lua/claim.lua,
+# lua/enqueue.lua, tasks/listener.py).
 LISTENERS = "rb:listeners"
-BELL = "rb:bell"
+BELL = "rb:bell:"
 # How long a listener waits for its bell before it looks at the ledger again; its
 # registration outlives the wait by LISTEN_SLACK, time for that look.
 LISTEN_WAIT = 1.0
@@ -167,9 +168,9 @@ class Ledger:
             (claimed.claims if claim.token else claimed.dead).append(claim)
         return claimed
 
-    def wait_for_bell(self, timeout: float = LISTEN_WAIT) -> bool:
-        """Wait up to `timeout` seconds for a listener's bell; True when one rang."""
-        return self.redis.blpop([BELL], timeout) is not None
+    def wait_for_bell(self, listener: str, timeout: float = LISTEN_WAIT) -> bool:
+        """Wait up to `timeout` seconds for `listener`'s bell; True when it rang."""
+        return self.redis.blpop([BELL + listener], timeout) is not None
 
     def unlisten(self, listener: str) -> None:
         """Take `listener` off the listeners waiting for work (it stops, or may not take any)."""

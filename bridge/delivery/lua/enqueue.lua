@@ -1,9 +1,11 @@
--- KEYS: item, due, seen, stats, undelivered, queue, nudges, listeners, bell.
+-- KEYS: item, due, seen, stats, undelivered, queue, nudges, listeners, bell prefix.
 -- ARGV: now, seen_ttl, accepted_stat, duplicate_stat, nudge_id, nudge_tag, max_nudges,
 --       bell_ttl_ms, field, value, ...
 -- Records the item, due now, and wakes a worker for it, in one atomic step: a listener waiting
 -- for work (registered by lua/claim.lua, unexpired) is taken off the list and its bell rung;
--- with none waiting, a nudge is queued unless enough are queued already.
+-- with none waiting, a nudge is queued unless enough are queued already. Each listener has a
+-- bell of its own (the prefix and its token), so the one taken off the list is the one woken.
+-- That key is named here, not passed in: refbridge runs on one Redis, not a cluster.
 -- Uses nudge_message (nudge_message.lua).
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
@@ -17,9 +19,11 @@ redis.call('ZADD', KEYS[5], ARGV[1], KEYS[1])
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[3], 1) end
 redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', ARGV[1])
-if #redis.call('ZPOPMAX', KEYS[8]) > 0 then
-  redis.call('LPUSH', KEYS[9], '1')
-  redis.call('PEXPIRE', KEYS[9], ARGV[8])
+local rung = redis.call('ZPOPMAX', KEYS[8])
+if #rung > 0 then
+  local bell = KEYS[9] .. rung[1]
+  redis.call('LPUSH', bell, '1')
+  redis.call('PEXPIRE', bell, ARGV[8])
 elseif tonumber(redis.call('GET', KEYS[7]) or '0') < tonumber(ARGV[7]) then
   redis.call('INCR', KEYS[7])
   redis.call('LPUSH', KEYS[6], nudge_message(ARGV[5], ARGV[6]))
