@@ -16,8 +16,10 @@ with its pool processes (mapped before they fork).
 
 A listener is not a task: Celery sees an idle pool and stops it as it always did. A pool
 process that ends cleanly first lets its listener's attempts finish (within their lease); a
-SIGTERM or SIGKILL ends them mid-attempt, a death the ledger already handles (the claim's lease
-runs out and the item is attempted again).
+pool process killed (SIGKILL, or its main process gone) ends them mid-attempt, a death the
+ledger already handles (the claim's lease runs out and the item is attempted again). A
+listener takes no suspect (an item whose worker died under it), and claims nothing while a
+task runs one in its process (bridge/delivery/attempts.py, Occupancy).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import threading
 from typing import Any
 
+import redis
 import structlog
 from celery import Celery, signals
 from celery.worker.consumer import consumer as celery_consumer
@@ -39,6 +42,8 @@ from tasks.resources import current_worker
 
 # How often a listener whose worker does not consume looks again.
 GATE_POLL = 0.5
+# How often a listener looks again while a suspect runs in its process.
+SUSPECT_POLL = 0.1
 # Longest pause after Redis failed to answer; the first is 0.1 s, doubled each time.
 MAX_PAUSE = 2.0
 log = structlog.get_logger("refbridge.listener")
@@ -70,6 +75,7 @@ class Listener:
         self._working = threading.Lock()  # held while claiming and attempting
         self._registered = False
         self._pause = 0.0
+        self._said = ""  # the Redis error answer last logged
 
     def start(self) -> Listener:
         threading.Thread(target=self._loop, name="listener", daemon=True).start()
@@ -89,13 +95,24 @@ class Listener:
         while not self._stop.is_set():
             try:
                 self._step()
-                self._pause = 0.0
+                self._pause, self._said = 0.0, ""
             except REDIS_ERRORS:
-                self._pause = min(max(2 * self._pause, 0.1), MAX_PAUSE)
-                self._stop.wait(self._pause)
+                self._back_off()
+            except redis.exceptions.RedisError as exc:
+                # An error answer (READONLY after a failover, OOM, MISCONF): said once, then
+                # retried quietly like an outage.
+                error = type(exc).__name__
+                if error != self._said:
+                    log.warning("listener_redis_error", error=error, detail=str(exc)[:200])
+                    self._said = error
+                self._back_off()
             except Exception:  # noqa: BLE001 — the listener must outlive any one bad turn
                 log.exception("listener_crashed")
                 self._stop.wait(1.0)
+
+    def _back_off(self) -> None:
+        self._pause = min(max(2 * self._pause, 0.1), MAX_PAUSE)
+        self._stop.wait(self._pause)
 
     def _step(self) -> None:
         if not gate_open():
@@ -104,14 +121,27 @@ class Listener:
                 self._registered = False
             self._stop.wait(GATE_POLL)
             return
+        worker = current_worker(self.app)
+        occupancy = worker.occupancy
         with self._working:
             if self._stop.is_set():
                 return
-            worker = current_worker(self.app)
-            claimed = self.ledger.claim(run_lease(worker.settings), BATCH, listener=self.token)
-            self._registered = not claimed.claims
-            run_claimed(worker, claimed)
-        if self._registered:
+            with occupancy.lock:
+                if occupancy.suspect_running:  # it runs alone: claim again once it is done
+                    claimed = None
+                else:
+                    lease = run_lease(worker.settings)
+                    claimed = self.ledger.claim(lease, BATCH, listener=self.token, alone=False)
+                    occupancy.listener_busy = bool(claimed.claims)
+            if claimed is not None:
+                self._registered = not claimed.claims
+                try:
+                    run_claimed(worker, claimed)
+                finally:
+                    occupancy.listener_busy = False
+        if claimed is None:
+            self._stop.wait(SUSPECT_POLL)
+        elif self._registered:
             self.ledger.wait_for_bell(self.token)
 
 

@@ -38,6 +38,7 @@ from bridge.delivery.ledger import DUE
 from bridge.delivery.nudges import QUEUE
 from bridge.delivery.stats import STATS, stat
 from bridge.redis_client import REDIS_ERRORS
+from tasks import listener
 from tasks.resources import current_worker
 
 CHECK_EVERY = 5.0
@@ -151,7 +152,9 @@ class Watchdog(bootsteps.StartStopStep):
 
 def _exit() -> None:
     # A warm shutdown with a failure status: the consumer's loop raises WorkerShutdown at its
-    # next tick, the idle pool stops at once and the supervisor sees a non-zero exit.
+    # next tick, the idle pool stops at once (its listeners take no more work and finish the
+    # attempts they run) and the supervisor sees a non-zero exit.
+    listener.open_gate(False)
     worker_state.should_stop = EXIT_STUCK
     time.sleep(STALL)
     os._exit(EXIT_STUCK)  # the loop itself is wedged: no clean way out is left

@@ -7,7 +7,15 @@ import time
 
 import redis
 
-from bridge.delivery.ledger import BELL, LISTEN_KEYS_TTL_MS, LISTENERS, NUDGES, Ledger
+from bridge.delivery.ledger import (
+    BELL,
+    LISTEN_KEYS_TTL_MS,
+    LISTEN_SLACK,
+    LISTEN_WAIT,
+    LISTENERS,
+    NUDGES,
+    Ledger,
+)
 from bridge.delivery.nudges import QUEUE
 
 FIELDS = {"kind": "conversion", "payload": "{}"}
@@ -86,3 +94,22 @@ def test_a_claim_without_a_listener_touches_no_registration(redis_url):
     client, ledger = _ledger(redis_url)
     ledger.claim(lease=30, limit=8)
     assert not client.exists(LISTENERS)
+
+
+def test_a_registration_lapses_by_redis_clock_not_the_workers(redis_url):
+    client, ledger = _ledger(redis_url)
+    ledger.claim(lease=30, limit=8, listener="L1")
+    [(_, lapses)] = client.zrange(LISTENERS, 0, -1, withscores=True)
+    seconds, micros = client.time()
+    assert abs(lapses - (seconds + micros / 1e6 + LISTEN_WAIT + LISTEN_SLACK)) < 0.5
+
+
+def test_a_listeners_claim_takes_no_suspect(redis_url):
+    client, ledger = _ledger(redis_url)
+    assert ledger.enqueue("cs_listen_s", "rb:seen:test:listen_s", FIELDS)
+    [claim] = ledger.claim(lease=-1, limit=8).claims  # its lease ends at once: as if it died
+    assert client.hget("rb:item:cs_listen_s", "in_flight") == b"batch"
+    assert ledger.claim(lease=30, limit=8, listener="L1", alone=False).claims == []
+    assert client.zrange(LISTENERS, 0, -1) == [b"L1"]  # nothing it may take: it waits
+    [suspect] = ledger.claim(lease=30, limit=8).claims  # a task's claim takes it, alone
+    assert suspect.item_id == claim.item_id and suspect.died_in == "batch"

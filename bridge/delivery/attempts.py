@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,16 +48,30 @@ BATCH = 8
 BATCH_LOOP_SECONDS = 5.0
 
 
+class Occupancy:
+    """Who runs attempts in one pool process: a nudged task and the process's listener
+    (tasks/listener.py) may each run a batch at once, but a suspect must be the only attempt
+    in its process (lua/claim.lua), or a death beside it would be counted against it. So a
+    task claims a suspect only while the listener runs nothing, and the listener claims
+    nothing while a suspect runs. Each claim is made holding `lock`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.listener_busy = False
+        self.suspect_running = False
+
+
 @dataclass(frozen=True)
 class Worker:
-    """What attempts need: the ledger, the HTTP session, settings, a thread pool and the
-    process's PayPal API token."""
+    """What attempts need: the ledger, the HTTP session, settings, a thread pool, the
+    process's PayPal API token and who runs attempts in it."""
 
     ledger: Ledger
     session: requests.Session
     settings: Settings
     threads: ThreadPoolExecutor
     paypal_tokens: paypal_api.TokenCache = field(default_factory=paypal_api.TokenCache)
+    occupancy: Occupancy = field(default_factory=Occupancy)
 
 
 # Items holding a raw provider message that a worker verifies before anything is delivered.
@@ -65,14 +80,23 @@ RAW_KINDS = ("ipn", intake.PAYPAL_WEBHOOK)
 
 def process_due(worker: Worker, took_nudge: bool = True) -> int:
     """Claim due items in batches and run an attempt at each, concurrently; how many ran."""
-    started, done = time.monotonic(), 0
+    started, done, occupancy = time.monotonic(), 0, worker.occupancy
     while True:
-        claimed = worker.ledger.claim(run_lease(worker.settings), BATCH, took_nudge)
+        with occupancy.lock:
+            alone = not occupancy.listener_busy
+            claimed = worker.ledger.claim(
+                run_lease(worker.settings), BATCH, took_nudge, alone=alone
+            )
+            # A suspect comes alone (see lua/claim.lua): more work may be waiting behind it.
+            suspect = any(c.died_in for c in claimed.claims)
+            occupancy.suspect_running = suspect
         took_nudge = False
-        claims = run_claimed(worker, claimed)
+        try:
+            claims = run_claimed(worker, claimed)
+        finally:
+            occupancy.suspect_running = False
         done += len(claims)
-        # A suspect comes alone (see lua/claim.lua): more work may be waiting behind it.
-        more = len(claims) == BATCH or any(c.died_in for c in claims)
+        more = len(claims) == BATCH or suspect
         if not more or time.monotonic() - started > BATCH_LOOP_SECONDS:
             return done
 

@@ -31,8 +31,8 @@ LISTENERS = "rb:listeners"
 BELL = "rb:bell:"
 # How long a listener waits for its bell before it looks at the ledger again; its
 # registration outlives the wait by LISTEN_SLACK, time for that look.
-LISTEN_WAIT = 1.0
-LISTEN_SLACK = 1.0
+LISTEN_WAIT = 1  # whole seconds: what BLPOP takes on every Redis version
+LISTEN_SLACK = 1
 # Both keys vanish this long after the last listener stopped registering (no lasting keys).
 LISTEN_KEYS_TTL_MS = int((LISTEN_WAIT + LISTEN_SLACK + 3) * 1000)
 SEEN_TTL = 30 * 24 * 3600
@@ -148,18 +148,23 @@ class Ledger:
         return [bool(answer) for answer in pipe.execute()[: len(entries)]]
 
     def claim(
-        self, lease: float, limit: int, took_nudge: bool = False, listener: str = ""
+        self,
+        lease: float,
+        limit: int,
+        took_nudge: bool = False,
+        listener: str = "",
+        alone: bool = True,
     ) -> Claimed:
         """Claim up to `limit` due items for an attempt each, leased for `lease` seconds.
 
-        An item whose previous attempt never finished is claimed alone (see lua/claim.lua).
-        For a `listener` (its token), a claim that takes nothing registers it to be rung by the
-        next item recorded; one that takes work unregisters it.
+        An item whose previous attempt never finished is claimed alone, and only when `alone`
+        (see lua/claim.lua). For a `listener` (its token), a claim that takes nothing registers
+        it to be rung by the next item recorded; one that takes work unregisters it.
         """
         now = time.time()
         argv: list[Any] = [now, now + lease, new_token(), limit, "1" if took_nudge else "0"]
         argv += [limit * SCAN_PER_ITEM, MAX_DEATHS, *_DEATH_STATS]
-        argv += [listener, now + LISTEN_WAIT + LISTEN_SLACK, LISTEN_KEYS_TTL_MS]
+        argv += [listener, LISTEN_WAIT + LISTEN_SLACK, LISTEN_KEYS_TTL_MS, "1" if alone else "0"]
         keys = [DUE, RETRY, NUDGES, SUSPECT, DLQ, STATS, UNDELIVERED, LISTENERS]
         flat = self._claim(keys=keys, args=argv)
         claimed = Claimed([], [])

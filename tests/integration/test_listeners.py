@@ -97,7 +97,8 @@ def test_cancel_consumer_stops_the_listeners_and_add_consumer_starts_them(
 
 def test_a_worker_told_to_stop_lets_a_listeners_attempt_finish(client, env, worker, refcampaign):
     listening(env, 2)
-    refcampaign.default = Scripted(status=None, delay=1.0)  # within DELIVERY_TIMEOUT
+    # Longer than the second a pool process lingers when it exits, within DELIVERY_TIMEOUT.
+    refcampaign.default = Scripted(status=None, delay=1.6)
     assert post(client, checkout_event("cs_test_stopping")).status_code == 200
     wait_until(lambda: refcampaign.requests, what="the postback to start")
     assert worker.proc is not None

@@ -1,8 +1,8 @@
 -- KEYS: due, retry, nudges, suspect, dlq, stats, undelivered, listeners.
 -- ARGV: now, lease_until, token_prefix, limit, took_nudge, scan, max_deaths,
 --       died_stat, dead_stat (conversions), died_stat, dead_stat (IPN messages),
---       died_stat, dead_stat (PayPal REST webhook events), listener, listen_until,
---       listeners_ttl_ms.
+--       died_stat, dead_stat (PayPal REST webhook events), listener, listen_for (seconds),
+--       listeners_ttl_ms, alone ('1': a suspect may be claimed).
 -- Claims up to `limit` due items for attempts: new token, lease, attempt count, `in_flight`.
 -- Returns {key, token, {field, value, ...}, died_in, ...}: `died_in` is '' when the item's last
 -- attempt finished, else how it was claimed when its worker died ('batch' or 'alone'); token ''
@@ -17,10 +17,11 @@
 -- alone counts (`deaths`); the max_deaths-th dead-letters the item with reason `worker_died`.
 --
 -- Listeners. A claim made for a listener (a thread in a pool process, tasks/listener.py) that
--- takes nothing registers the listener in `listeners` until `listen_until`, in the same atomic
--- step: an item recorded after this claim rings its bell (lua/enqueue.lua), one recorded
--- before it was claimed here. A claim that takes work unregisters it: a busy listener is
--- never rung.
+-- takes nothing registers the listener in `listeners` for `listen_for` seconds (by Redis's
+-- clock, which lua/enqueue.lua reads too), in the same atomic step: an item recorded after
+-- this claim rings its bell, one recorded before it was claimed here. A claim that takes work
+-- unregisters it: a busy listener is never rung. A listener's claims take no suspect
+-- (`alone` '0'): its process may be running a task's batch beside it.
 if ARGV[5] == '1' and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
   redis.call('DECR', KEYS[3])
 end
@@ -81,7 +82,7 @@ for i, key in ipairs(keys) do
     table.insert(out, token)
     table.insert(out, redis.call('HGETALL', key))
     table.insert(out, '')
-  elseif taken == 0 and slot_free(key) then
+  elseif taken == 0 and ARGV[17] == '1' and slot_free(key) then
     local died, dead = ARGV[8], ARGV[9]
     if state[3] == 'ipn' then died, dead = ARGV[10], ARGV[11] end
     if state[3] == 'paypal_webhook' then died, dead = ARGV[12], ARGV[13] end
@@ -108,7 +109,9 @@ for i, key in ipairs(keys) do
 end
 if ARGV[14] ~= '' then
   if held == 0 then
-    redis.call('ZADD', KEYS[8], ARGV[15], ARGV[14])
+    local clock = redis.call('TIME')
+    local lapses = tonumber(clock[1]) + tonumber(clock[2]) / 1e6 + tonumber(ARGV[15])
+    redis.call('ZADD', KEYS[8], lapses, ARGV[14])
     redis.call('PEXPIRE', KEYS[8], ARGV[16])
   else
     redis.call('ZREM', KEYS[8], ARGV[14])

@@ -18,7 +18,8 @@ redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1])
 redis.call('ZADD', KEYS[5], ARGV[1], KEYS[1])
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[3], 1) end
-redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', ARGV[1])
+local clock = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', tonumber(clock[1]) + tonumber(clock[2]) / 1e6)
 local rung = redis.call('ZPOPMAX', KEYS[8])
 if #rung > 0 then
   local bell = KEYS[9] .. rung[1]
