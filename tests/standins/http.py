@@ -50,6 +50,10 @@ class Handler(BaseHTTPRequestHandler):
 class StandInServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # A real API's listen backlog, not socketserver's 5: a worker opens up to 16 connections at
+    # once per pool process, and a dropped connection attempt waits for TCP's retransmission
+    # (hundreds of ms) where the service itself would have answered at once.
+    request_queue_size = 128
 
     def __init__(self, handler: type[Handler]) -> None:
         super().__init__(("127.0.0.1", 0), handler)
