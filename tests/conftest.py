@@ -49,8 +49,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 @pytest.fixture()
 def redis_url(redis_server: EmbeddedRedis) -> str:
+    return fresh_redis(redis_server)
+
+
+def fresh_redis(redis_server: EmbeddedRedis) -> str:
+    """The session's Redis, running (a test may have stopped it) and empty; its URL."""
     if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()  # a test stopped it
+        redis_server.start()
     redis.Redis.from_url(redis_server.url).flushall()
     return redis_server.url
 
@@ -100,6 +105,19 @@ def env(
 ) -> dict[str, str]:
     """The environment of a test deployment: fast retries, short timeouts."""
     return deployment_env(redis_url, refcampaign, paypal, paypal_api)
+
+
+def module_env(
+    redis_server: EmbeddedRedis,
+    refcampaign: RefCampaign,
+    paypal: PayPalVerifier,
+    paypal_api: PayPalApi,
+) -> dict[str, str]:
+    """`env` for a fixture shared by a whole test module (one worker for all its tests), over
+    an empty Redis and a PayPal API stand-in that has issued no token yet."""
+    url = fresh_redis(redis_server)
+    paypal_api.reset()
+    return deployment_env(url, refcampaign, paypal, paypal_api)
 
 
 def deployment_env(

@@ -28,7 +28,7 @@ from bridge.catchup.run import RUNS
 from bridge.catchup.schedule import STARTED
 from bridge.delivery.intake import PAYPAL_WEBHOOK, seen_key
 from bridge.ops.embedded_redis import free_port
-from tests.conftest import deployment_env
+from tests.conftest import module_env
 from tests.processes import WebProcess, WorkerProcess
 from tests.standins.paypal import PayPalVerifier
 from tests.standins.paypal_api import CLIENT_SECRET, PayPalApi, history_event
@@ -69,14 +69,11 @@ def stack(
     _paypal_api: PayPalApi,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()
+    deployment = module_env(redis_server, _refcampaign, _paypal, _paypal_api)
     client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
-    _paypal_api.reset()
     stripe_api = StripeAPI(STRIPE_KEY).start()
     env = {
-        **deployment_env(redis_server.url, _refcampaign, _paypal, _paypal_api),
+        **deployment,
         "CATCHUP_INTERVAL": INTERVAL,
         "CATCHUP_WINDOW": "3600",
         "STRIPE_API_KEY": STRIPE_KEY,

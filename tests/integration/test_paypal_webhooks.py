@@ -20,7 +20,7 @@ from bridge.delivery import intake
 from bridge.delivery.ledger import Ledger, item_key
 from bridge.ops import reports
 from config import Settings
-from tests.conftest import deployment_env
+from tests.conftest import module_env
 from tests.fixtures import paypal_webhook_fixture, paypal_webhook_fixture_names
 from tests.processes import WorkerProcess
 from tests.standins.paypal import PayPalVerifier
@@ -67,11 +67,7 @@ def stack(
     _paypal_api: PayPalApi,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()
-    redis.Redis.from_url(redis_server.url).flushall()
-    _paypal_api.reset()
-    env = deployment_env(redis_server.url, _refcampaign, _paypal, _paypal_api)
+    env = module_env(redis_server, _refcampaign, _paypal, _paypal_api)
     settings = Settings.from_env(env)
     log = tmp_path_factory.mktemp("paypal_webhooks") / "worker.log"
     worker = WorkerProcess(env, log).start()
