@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.conversion import Conversion, Ignored, MappingResult, Rejected, contains_email
+from bridge.conversion import Conversion, Ignored, Rejected, contains_email
 from bridge.providers.paypal.webhooks import (
     TRANSMISSION_HEADERS,
     capture_order_id,
@@ -27,6 +27,7 @@ from bridge.providers.paypal.webhooks import (
     verification_body,
 )
 from tests.fixtures import paypal_webhook_fixture, paypal_webhook_fixture_names
+from tests.test_mapping_paypal import ignored, outcome, rejected
 
 CAPTURE_RAW = paypal_webhook_fixture("rootcompany__payment_capture_completed.json")
 ORDER_APPROVED_RAW = paypal_webhook_fixture("rootcompany__checkout_order_approved.json")
@@ -84,21 +85,6 @@ SALE_2015: dict[str, Any] = {
         "eventType": "PAYMENT.SALE.COMPLETED",
     },
 }
-
-
-def outcome(result: MappingResult) -> dict[str, Any] | tuple[str, str]:
-    """A Conversion as its exact postback body; Ignored / Rejected as (kind, reason)."""
-    if isinstance(result, Conversion):
-        return result.to_payload()
-    return (type(result).__name__, result.reason)
-
-
-def ignored(reason: str) -> tuple[str, str]:
-    return ("Ignored", reason)
-
-
-def rejected(reason: str) -> tuple[str, str]:
-    return ("Rejected", reason)
 
 
 def event_of(raw: bytes) -> dict[str, Any]:
