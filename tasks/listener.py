@@ -27,6 +27,7 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+from functools import partial
 from typing import Any
 
 import redis
@@ -122,24 +123,16 @@ class Listener:
             self._stop.wait(GATE_POLL)
             return
         worker = current_worker(self.app)
-        occupancy = worker.occupancy
+        lease = run_lease(worker.settings)
+        claim = partial(self.ledger.claim, lease, BATCH, listener=self.token, alone=False)
         with self._working:
             if self._stop.is_set():
                 return
-            with occupancy.lock:
-                if occupancy.suspect_running:  # it runs alone: claim again once it is done
-                    claimed = None
-                else:
-                    lease = run_lease(worker.settings)
-                    claimed = self.ledger.claim(lease, BATCH, listener=self.token, alone=False)
-                    occupancy.listener_busy = bool(claimed.claims)
-            if claimed is not None:
-                self._registered = not claimed.claims
-                try:
+            with worker.occupancy.listener_claim(claim) as claimed:
+                if claimed is not None:
+                    self._registered = not claimed.claims
                     run_claimed(worker, claimed)
-                finally:
-                    occupancy.listener_busy = False
-        if claimed is None:
+        if claimed is None:  # a suspect runs alone here: claim again once it is done
             self._stop.wait(SUSPECT_POLL)
         elif self._registered:
             self.ledger.wait_for_bell(self.token)

@@ -7,9 +7,12 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 import requests
 import structlog
@@ -53,12 +56,35 @@ class Occupancy:
     (tasks/listener.py) may each run a batch at once, but a suspect must be the only attempt
     in its process (lua/claim.lua), or a death beside it would be counted against it. So a
     task claims a suspect only while the listener runs nothing, and the listener claims
-    nothing while a suspect runs. Each claim is made holding `lock`."""
+    nothing while a suspect runs. Both claim through here, one claim at a time."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.listener_busy = False
-        self.suspect_running = False
+        self._lock = threading.Lock()
+        self._listener_busy = False
+        self._suspect_running = False
+
+    @contextmanager
+    def task_claim(self, claim: Callable[..., Claimed]) -> Iterator[Claimed]:
+        """`claim(alone=…)` for a nudged task; a suspect it took runs until the block ends."""
+        with self._lock:
+            claimed = claim(alone=not self._listener_busy)
+            self._suspect_running = any(c.died_in for c in claimed.claims)
+        try:
+            yield claimed
+        finally:
+            self._suspect_running = False
+
+    @contextmanager
+    def listener_claim(self, claim: Callable[[], Claimed]) -> Iterator[Claimed | None]:
+        """`claim()` for the listener, None while a suspect runs; its batch runs until the
+        block ends."""
+        with self._lock:
+            claimed = None if self._suspect_running else claim()
+            self._listener_busy = claimed is not None and bool(claimed.claims)
+        try:
+            yield claimed
+        finally:
+            self._listener_busy = False
 
 
 @dataclass(frozen=True)
@@ -80,23 +106,15 @@ RAW_KINDS = ("ipn", intake.PAYPAL_WEBHOOK)
 
 def process_due(worker: Worker, took_nudge: bool = True) -> int:
     """Claim due items in batches and run an attempt at each, concurrently; how many ran."""
-    started, done, occupancy = time.monotonic(), 0, worker.occupancy
+    started, done = time.monotonic(), 0
     while True:
-        with occupancy.lock:
-            alone = not occupancy.listener_busy
-            claimed = worker.ledger.claim(
-                run_lease(worker.settings), BATCH, took_nudge, alone=alone
-            )
-            # A suspect comes alone (see lua/claim.lua): more work may be waiting behind it.
-            suspect = any(c.died_in for c in claimed.claims)
-            occupancy.suspect_running = suspect
-        took_nudge = False
-        try:
+        claim = partial(worker.ledger.claim, run_lease(worker.settings), BATCH, took_nudge)
+        with worker.occupancy.task_claim(claim) as claimed:
             claims = run_claimed(worker, claimed)
-        finally:
-            occupancy.suspect_running = False
+        took_nudge = False
         done += len(claims)
-        more = len(claims) == BATCH or suspect
+        # A suspect comes alone (see lua/claim.lua): more work may be waiting behind it.
+        more = len(claims) == BATCH or any(c.died_in for c in claims)
         if not more or time.monotonic() - started > BATCH_LOOP_SECONDS:
             return done
 
