@@ -76,6 +76,21 @@ def _interval(variable: str, raw: str) -> int:
     return int(text)
 
 
+# A day number is kept in two bytes beside each remembered entry (bridge/delivery/memory.py):
+# far more than anyone keeps an affiliate's customer.
+MAX_MEMORY_DAYS = 10000
+
+
+def _days(variable: str, raw: str) -> int:
+    """Whole days, at least 1."""
+    text = raw.strip(" \t\r\n")
+    if not _WHOLE_SECONDS.fullmatch(text) or not 1 <= int(text) <= MAX_MEMORY_DAYS:
+        raise ConfigError(
+            variable, f"expected a whole number of days from 1 to {MAX_MEMORY_DAYS}, got {raw!r}"
+        )
+    return int(text)
+
+
 def _boolean(variable: str, raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -161,6 +176,7 @@ class Settings:
     stripe_api_url: str = STRIPE_API_URL
     catchup_interval: int = 0
     catchup_window: int = 259200
+    attribution_memory_days: int = 400
 
     @property
     def postback_url(self) -> str:
@@ -227,6 +243,7 @@ class Settings:
             stripe_api_url=read("STRIPE_API_URL", _https_unless_loopback, STRIPE_API_URL),
             catchup_interval=read("CATCHUP_INTERVAL", _interval, 0),
             catchup_window=read("CATCHUP_WINDOW", _whole_seconds, 259200),
+            attribution_memory_days=read("ATTRIBUTION_MEMORY_DAYS", _days, 400),
         )
         if settings.delivery_backoff_max < settings.delivery_backoff_base:
             raise ConfigError("DELIVERY_BACKOFF_MAX", "must not be below DELIVERY_BACKOFF_BASE")

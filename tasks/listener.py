@@ -71,7 +71,8 @@ class Listener:
         self.token = f"{os.getpid()}:{new_token()}"
         # Its own client, not watched: an outage is the main process's to report (once, by
         # its sweeper); a listener only waits for Redis to answer again.
-        self.ledger = Ledger(connect(app.conf.refbridge_settings.redis_url or ""))
+        settings = app.conf.refbridge_settings
+        self.ledger = Ledger(connect(settings.redis_url or ""), settings.attribution_memory_days)
         self._stop = threading.Event()
         self._working = threading.Lock()  # held while claiming and attempting
         self._registered = False

@@ -29,7 +29,10 @@ def current_worker(app: Celery) -> Worker:
         if _local.get("pid") != os.getpid():
             settings: Settings = app.conf.refbridge_settings
             _local["worker"] = Worker(
-                ledger=Ledger(connect(settings.redis_url or "", watched=True)),
+                ledger=Ledger(
+                    connect(settings.redis_url or "", watched=True),
+                    settings.attribution_memory_days,
+                ),
                 session=new_session(pool_size=ATTEMPTS_AT_ONCE),
                 settings=settings,
                 threads=ThreadPoolExecutor(

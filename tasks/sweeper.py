@@ -1,5 +1,8 @@
 """The sweeper: a thread in each worker's main process that nudges workers about due items.
 
+It also trims the attribution memory of entries nobody used for ATTRIBUTION_MEMORY_DAYS, a few
+buckets each sweep (bridge/delivery/memory.py): every bucket about every quarter of an hour.
+
 It is what makes retries happen on time and what recovers work whose nudge was lost (a worker
 killed with SIGKILL, a message dropped while Redis restarted) or whose worker died mid-attempt
 (the claim's lease runs out and the item is due again): every second it queues enough nudges
@@ -20,12 +23,16 @@ from bridge.redis_client import REDIS_ERRORS, reachability
 from tasks.resources import current_worker
 
 INTERVAL = 1.0
+# 16384 buckets, 16 a sweep: a whole pass in about 17 minutes, fewer with several workers.
+TRIM_BUCKETS = 16
 log = structlog.get_logger("refbridge.sweeper")
 
 
 def sweep_once(app: Celery) -> int:
-    """Queue enough nudges for the items that are due; how many were queued."""
-    nudged = current_worker(app).ledger.nudge(BATCH)
+    """Queue enough nudges for the items that are due, and trim memory; how many were queued."""
+    ledger = current_worker(app).ledger
+    ledger.memory.trim(TRIM_BUCKETS)
+    nudged = ledger.nudge(BATCH)
     if nudged:
         log.info("swept", nudges=nudged)
     return nudged

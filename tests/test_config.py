@@ -36,6 +36,7 @@ TABLE = (
     "STRIPE_API_URL",
     "CATCHUP_INTERVAL",
     "CATCHUP_WINDOW",
+    "ATTRIBUTION_MEMORY_DAYS",
 )
 
 # (variable, attribute, documented default)
@@ -65,6 +66,7 @@ DEFAULTS = [
     ("STRIPE_API_URL", "stripe_api_url", "https://api.stripe.com"),
     ("CATCHUP_INTERVAL", "catchup_interval", 0),
     ("CATCHUP_WINDOW", "catchup_window", 259200),
+    ("ATTRIBUTION_MEMORY_DAYS", "attribution_memory_days", 400),
 ]
 
 # (variable, raw value, attribute, expected value) — one row per variable of the table.
@@ -110,6 +112,7 @@ READS = [
     ("STRIPE_API_URL", "http://127.0.0.1:12111", "stripe_api_url", "http://127.0.0.1:12111"),
     ("CATCHUP_INTERVAL", "900", "catchup_interval", 900),
     ("CATCHUP_WINDOW", "3600", "catchup_window", 3600),
+    ("ATTRIBUTION_MEMORY_DAYS", "30", "attribution_memory_days", 30),
 ]
 
 BAD_SECONDS = ["abc", "0", "-5", "", "nan", "inf", "1e400", "10s"]
@@ -171,6 +174,10 @@ BAD_VALUES = [
     ("CATCHUP_INTERVAL", "²", None),
     ("CATCHUP_WINDOW", "0", None),
     ("CATCHUP_WINDOW", "1.5", None),
+    ("ATTRIBUTION_MEMORY_DAYS", "0", None),
+    ("ATTRIBUTION_MEMORY_DAYS", "10001", None),
+    ("ATTRIBUTION_MEMORY_DAYS", "1.5", None),
+    ("ATTRIBUTION_MEMORY_DAYS", "²", None),
     ("STRIPE_WEBHOOK_SECRET", f"{STRIPE_SECRET},not_a_whsec_value", STRIPE_SECRET),
 ]
 

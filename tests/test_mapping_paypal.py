@@ -582,23 +582,32 @@ def test_nothing_to_parse_is_an_empty_dict(raw: bytes) -> None:
 @pytest.mark.parametrize(
     ("custom", "expected"),
     [
-        ("", (None, None)),
-        ("   ", (None, None)),
-        ("xyz123", ("xyz123", None)),
-        (" xyz123 ", ("xyz123", None)),
-        ("rcsid=s1&cid=c1", ("s1", "c1")),
-        ("cid=c1&rcsid=s1", ("s1", "c1")),
-        ("sessionId=s1&clickId=c1", ("s1", "c1")),
-        ("rcsid=s1&sessionId=s2", ("s1", None)),
-        ("rcsid=s%2F1%3D&cid=c%201", ("s/1=", "c 1")),
-        ("rcsid=a+b", ("a+b", None)),
-        ("rcsid=&cid=", (None, None)),
-        ("rcsid=s1&rcsid=s2", ("s1", None)),
-        ("website_id=13&user_id=21", (None, None)),
-        ("order=42", (None, None)),
+        ("", (None, None, None)),
+        ("   ", (None, None, None)),
+        ("xyz123", ("xyz123", None, None)),
+        (" xyz123 ", ("xyz123", None, None)),
+        ("rcsid=s1&cid=c1", ("s1", "c1", None)),
+        ("cid=c1&rcsid=s1", ("s1", "c1", None)),
+        ("sessionId=s1&clickId=c1", ("s1", "c1", None)),
+        ("rcsid=s1&sessionId=s2", ("s1", None, None)),
+        ("rcsid=s%2F1%3D&cid=c%201", ("s/1=", "c 1", None)),
+        ("rcsid=a+b", ("a+b", None, None)),
+        ("rcsid=&cid=", (None, None, None)),
+        ("rcsid=s1&rcsid=s2", ("s1", None, None)),
+        ("website_id=13&user_id=21", (None, None, None)),
+        ("order=42", (None, None, None)),
+        # RefCampaign's own names (docs/mapping.md, Attribution), and its affiliate code.
+        ("refcampaign_session=rcs_1", ("rcs_1", None, None)),
+        ("rcsid=s1&refcampaign_session=s2", ("s1", None, None)),
+        ("refcampaign_session=s2&rcsid=s1", ("s1", None, None)),
+        ("refcampaign_session=s2&sessionId=s3", ("s2", None, None)),
+        ("affiliateCode=jane10", (None, None, "jane10")),
+        ("rcsid=s1&cid=c1&affiliateCode=jane10", ("s1", "c1", "jane10")),
+        ("affiliateCode=&cid=c1", (None, "c1", None)),
+        ("affiliate_code=jane10", (None, None, None)),
     ],
 )
-def test_parse_custom(custom: str, expected: tuple[str | None, str | None]) -> None:
+def test_parse_custom(custom: str, expected: tuple[str | None, str | None, str | None]) -> None:
     assert parse_custom(custom) == expected
 
 

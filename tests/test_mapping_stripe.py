@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.conversion import Conversion, Ignored
+from bridge.conversion import Conversion, Handles, Ignored
 from bridge.providers.stripe.mapping import map_stripe_event
 from tests.fixtures import stripe_fixture, stripe_fixture_names
 
@@ -122,6 +122,7 @@ FIXTURE_OUTCOMES = {
     "pay__checkout.session.completed.data.json": sale(
         "cs_test_a1UejXx8ebIdTzFolicVypUAZpOBVkoQKDbaarXoPlPVtj8p0zujPEEhjT", 1900
     ),
+    "pay__invoice.payment_action_required.data.json": "unhandled_event_type",
     "pay__invoice.payment_failed.data.json": "unhandled_event_type",
     "srm__charge.refunded.json": "unhandled_event_type",
     "srm__charge.succeeded.json": "unhandled_event_type",
@@ -160,6 +161,7 @@ def test_stripe_checkout_fixture_in_full() -> None:
             "eventType": "checkout.session.completed",
             "livemode": False,
         },
+        handles=Handles(("stripe:cus:cus_00000000000000",), ("stripe:pi:" + INTENT_ID,)),
     )
     assert result.attributed
 

@@ -91,7 +91,9 @@ def _take_page(
         summary.reached = min(e.created for e in page)
     counts: Counter[str] = Counter({stat(COUNTER, provider=provider, outcome="seen"): len(page)})
     conversions: list[tuple[Conversion, str]] = []
-    for event in page:
+    # Oldest first, as they happened: a renewal then finds what its subscription's checkout,
+    # recorded just before it, left to remember.
+    for event in reversed(page):
         mapped = source.map(event)
         if isinstance(mapped, Ignored):
             summary.ignored[mapped.reason] += 1
@@ -125,7 +127,8 @@ def _preview(
     summary: Summary,
 ) -> None:
     """What recording would do, read without writing (the same test as the intake's)."""
-    attributed = [(c, e) for c, e in conversions if c.attributed]
+    remembered = [(ledger.memory.attribute(c), e) for c, e in conversions]
+    attributed = [(c, e) for c, e in remembered if c.attributed]
     summary.unattributed += len(conversions) - len(attributed)
     pipe = ledger.redis.pipeline(transaction=False)
     for conversion, event_id in attributed:

@@ -11,15 +11,18 @@ from dataclasses import dataclass
 
 from bridge import json_text
 from bridge.conversion import Conversion
+from bridge.delivery import memory
 from bridge.delivery.ledger import Ledger
 from bridge.delivery.stats import stat
 
 
 @dataclass(frozen=True)
 class Accepted:
-    """Recorded, due now, the workers nudged."""
+    """Recorded, due now, the workers nudged; `attributed_from` names the conversion whose
+    remembered ids it was given, if any."""
 
     item_id: str
+    attributed_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,13 +46,25 @@ def word(outcome: IntakeResult) -> str:
 def accept_conversion(
     ledger: Ledger, conversion: Conversion, *, provider: str, event_id: str, received_at: float
 ) -> IntakeResult:
-    """Record `conversion` for delivery unless it is unattributed or a duplicate."""
+    """Record `conversion` for delivery unless it is unattributed or a duplicate.
+
+    A conversion that names no affiliate itself is first given the ids remembered for its
+    subscription or customer (bridge/delivery/memory.py); recording it leaves its own to
+    remember, in the same round trip.
+    """
+    conversion = ledger.memory.attribute(conversion)
     if not conversion.attributed:
         ledger.count(stat("webhooks", provider=provider, outcome="unattributed"))
         return Unattributed()
     seen, fields = _conversion_entry(conversion, provider, event_id, received_at)
-    recorded = ledger.enqueue(conversion.external_id, seen, fields, _intake_stats(provider))
-    return Accepted(conversion.external_id) if recorded else Duplicate()
+    recorded = ledger.enqueue(
+        conversion.external_id,
+        seen,
+        fields,
+        _intake_stats(provider),
+        remember=memory.entries(conversion),
+    )
+    return Accepted(conversion.external_id, conversion.attributed_from) if recorded else Duplicate()
 
 
 def seen_key(provider: str, event_id: str) -> str:
@@ -81,33 +96,40 @@ def accept_conversions(
     counter: str,
     counts: Mapping[str, int],
 ) -> list[IntakeResult]:
-    """`accept_conversion` for each (conversion, event id), in one Redis pipeline.
+    """`accept_conversion` for each (conversion, event id), in order, in one Redis pipeline
+    (and one more round trip before each conversion that must be attributed from memory, so
+    that it sees what the ones before it left).
 
     Outcomes are counted under `counter` (labels provider, outcome: accepted, duplicate,
     unattributed) rather than as webhooks; `counts` are added to their counters in the same trip.
     """
-    entries: list[tuple[str, str, Mapping[str, str | int | float]]] = []
-    results: list[IntakeResult] = []
-    unattributed = 0
-    for conversion, event_id in conversions:
-        if not conversion.attributed:
-            unattributed += 1
-            continue
-        seen, fields = _conversion_entry(conversion, provider, event_id, received_at)
-        entries.append((conversion.external_id, seen, fields))
-    extra = dict(counts)
-    if unattributed:
-        field = stat(counter, provider=provider, outcome="unattributed")
-        extra[field] = extra.get(field, 0) + unattributed
     stats = (
         stat(counter, provider=provider, outcome="accepted"),
         stat(counter, provider=provider, outcome="duplicate"),
     )
-    recorded = iter(ledger.enqueue_many(entries, stats, extra))
-    for conversion, _ in conversions:
-        if not conversion.attributed:
+    pending: list[tuple[str, str, Mapping[str, str | int | float], list[memory.Entry]]] = []
+    recorded: list[bool] = []
+    attributed: list[bool] = []
+    for conversion, event_id in conversions:
+        if memory.asks_memory(conversion) and pending:
+            recorded += ledger.enqueue_many(pending, stats, {})
+            pending = []
+        conversion = ledger.memory.attribute(conversion)
+        attributed.append(conversion.attributed)
+        if conversion.attributed:
+            seen, fields = _conversion_entry(conversion, provider, event_id, received_at)
+            pending.append((conversion.external_id, seen, fields, memory.entries(conversion)))
+    extra = dict(counts)
+    if not all(attributed):
+        field = stat(counter, provider=provider, outcome="unattributed")
+        extra[field] = extra.get(field, 0) + attributed.count(False)
+    recorded += ledger.enqueue_many(pending, stats, extra)
+    outcomes = iter(recorded)
+    results: list[IntakeResult] = []
+    for (conversion, _), was_attributed in zip(conversions, attributed, strict=True):
+        if not was_attributed:
             results.append(Unattributed())
-        elif next(recorded):
+        elif next(outcomes):
             results.append(Accepted(conversion.external_id))
         else:
             results.append(Duplicate())

@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from bridge.delivery import scripts as ledger_scripts
+from bridge.delivery.memory import DEFAULT_DAYS, Entry, Memory, flat
 from bridge.delivery.nudges import QUEUE, new_ids
 from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, latency_fields, stat
 
@@ -105,8 +106,9 @@ RETRY_NOW_CHUNK = 500
 class Ledger:
     """Atomic state changes of ledger items (see ledger_scripts for the model)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, memory_days: int = DEFAULT_DAYS) -> None:
         self.redis = client
+        self.memory = Memory(client, memory_days)
         self._enqueue = client.register_script(ledger_scripts.ENQUEUE)
         self._claim = client.register_script(ledger_scripts.CLAIM)
         self._nudge = client.register_script(ledger_scripts.NUDGE)
@@ -122,26 +124,28 @@ class Ledger:
         seen: str,
         fields: Mapping[str, str | int | float],
         stats: tuple[str, str] = ("", ""),
+        remember: Sequence[Entry] = (),
     ) -> bool:
         """Record a new item, due now, and wake a worker (a waiting listener's bell, else a
         nudge); False when `seen` or it exists.
 
-        `stats` names the counters to add one to when it is recorded / a duplicate.
+        `stats` names the counters to add one to when it is recorded / a duplicate; `remember`
+        the memory entries it leaves (bridge/delivery/memory.py), written even for a duplicate.
         """
-        keys, argv = _enqueue_call(item, seen, fields, stats)
+        keys, argv = _enqueue_call(item, seen, fields, stats, remember)
         return bool(self._enqueue(keys=keys, args=argv))
 
     def enqueue_many(
         self,
-        entries: Sequence[tuple[str, str, Mapping[str, str | int | float]]],
+        entries: Sequence[tuple[str, str, Mapping[str, str | int | float], Sequence[Entry]]],
         stats: tuple[str, str],
         counts: Mapping[str, int],
     ) -> list[bool]:
-        """`enqueue` each (item, seen, fields), and add `counts` to their counters: one pipeline
-        for them all (catch-up records a page of events at a time)."""
+        """`enqueue` each (item, seen, fields, remember), and add `counts` to their counters: one
+        pipeline for them all (catch-up records a page of events at a time)."""
         pipe = self.redis.pipeline(transaction=False)
-        for item, seen, fields in entries:
-            keys, argv = _enqueue_call(item, seen, fields, stats)
+        for item, seen, fields, remember in entries:
+            keys, argv = _enqueue_call(item, seen, fields, stats, remember)
             self._enqueue(keys=keys, args=argv, client=pipe)
         for counter, amount in counts.items():
             pipe.hincrby(STATS, counter, amount)
@@ -325,11 +329,16 @@ def _text(value: bytes | str) -> str:
 
 
 def _enqueue_call(
-    item: str, seen: str, fields: Mapping[str, str | int | float], stats: tuple[str, str]
+    item: str,
+    seen: str,
+    fields: Mapping[str, str | int | float],
+    stats: tuple[str, str],
+    remember: Sequence[Entry],
 ) -> tuple[list[str], list[Any]]:
     """The keys and arguments of lua/enqueue.lua for one item, each call with fresh nudge ids
     (a listener's bell, when one waits, takes the nudge's place)."""
     argv: list[Any] = [time.time(), SEEN_TTL, *stats, *new_ids(), MAX_NUDGES, LISTEN_KEYS_TTL_MS]
+    argv += [len(remember), *flat(remember)]
     for name, value in fields.items():
         argv += [name, value]
     keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES, LISTENERS, BELL]

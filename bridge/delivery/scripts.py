@@ -20,10 +20,12 @@ _FOLDER = files("bridge.delivery") / "lua"
 
 
 def _load(name: str) -> str:
-    """The text of `lua/<name>.lua`, with the nudge message function where it is used."""
+    """The text of `lua/<name>.lua`, with the functions it uses (nudge_message, remember)."""
     body = (_FOLDER / f"{name}.lua").read_text(encoding="utf-8")
     if "nudge_message(" in body:
         body = _NUDGE_MESSAGE + body
+    if "\nremember(" in body:
+        body = _REMEMBER + body
     return body
 
 
@@ -32,6 +34,7 @@ _NUDGE_MESSAGE = (
     .read_text(encoding="utf-8")
     .replace("@NUDGE_TEMPLATE@", TEMPLATE)
 )
+_REMEMBER = (_FOLDER / "remember.lua").read_text(encoding="utf-8")
 ENQUEUE = _load("enqueue")
 CLAIM = _load("claim")
 NUDGE = _load("nudge")
@@ -40,3 +43,6 @@ DROP = _load("drop")
 REPLAY = _load("replay")
 PURGE = _load("purge")
 RETRY_NOW = _load("retry_now")
+REMEMBER_ONLY = _load("remember_only")
+RECALL = _load("recall")
+TRIM = _load("trim")

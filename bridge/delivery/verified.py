@@ -11,6 +11,8 @@ import json
 import time
 from dataclasses import replace
 
+import structlog
+
 from bridge.conversion import Conversion, Ignored, Rejected, email_hash
 from bridge.delivery import intake, paypal_api
 from bridge.delivery.ledger import Claim, Ledger, item_number
@@ -19,6 +21,8 @@ from bridge.delivery.stats import stat
 from bridge.providers.paypal.ipn import map_ipn, parse_ipn
 from bridge.providers.paypal.webhooks import map_webhook_event, parse_event
 from config import Settings
+
+log = structlog.get_logger("refbridge.worker")
 
 
 def reject(
@@ -77,6 +81,8 @@ def after_ipn(ledger: Ledger, settings: Settings, claim: Claim, item: dict[str, 
         return "rejected"
     done = {"status": "verified", "raw": ""}
     if isinstance(result, Ignored):
+        if result.remember is not None:  # a sign-up: its payments will carry no `custom`
+            ledger.memory.remember(result.remember)
         ignored = stat("webhooks", provider="paypal", outcome="ignored", reason=result.reason)
         ledger.mark_done(claim, {**done, "reason": result.reason}, ignored)
         return "ignored"
@@ -133,5 +139,11 @@ def _accept_mapped(
     # Mark the IPN done only after its conversion is recorded: a crash in between re-verifies.
     ledger.mark_done(claim, {**done, "external_id": conversion.external_id})
     if isinstance(accepted, intake.Accepted):
+        if accepted.attributed_from:
+            log.info(
+                "attributed_from_memory",
+                externalId=conversion.external_id,
+                attributedFrom=accepted.attributed_from,
+            )
         return "verified"
     return "duplicate" if isinstance(accepted, intake.Duplicate) else "unattributed"

@@ -78,7 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(_settings(), args.host, args.port, args.concurrency, args.data_dir)
         # Catch-up's own arguments and credentials are checked before Redis is needed.
         catchup = catchup_cmd.prepare(args, _settings()) if args.command == "catchup" else None
-        ledger = Ledger(connect(_redis_url(_settings(), args.data_dir)))
+        settings = _settings()
+        ledger = Ledger(
+            connect(_redis_url(settings, args.data_dir)), settings.attribution_memory_days
+        )
         if args.command == "status":
             return _status(ledger, args.json)
         if args.command == "retry-now":

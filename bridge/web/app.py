@@ -31,7 +31,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("refbridge")
     # One byte over the limit, so that read_body can tell "exactly 1 MiB" from "more".
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY + 1
-    ledger = Ledger(connect(settings.require("REDIS_URL").redis_url or "", watched=True))
+    ledger = Ledger(
+        connect(settings.require("REDIS_URL").redis_url or "", watched=True),
+        settings.attribution_memory_days,
+    )
     if not settings.stripe_webhook_secrets:
         log.warning(
             "config_warning",

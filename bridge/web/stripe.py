@@ -49,10 +49,21 @@ def stripe_blueprint(settings: Settings, ledger: Ledger) -> Blueprint:
         outcome = intake.accept_conversion(
             ledger, result, provider="stripe", event_id=event["id"], received_at=received_at
         )
-        log.info("webhook_recorded", outcome=intake.word(outcome), externalId=result.external_id)
+        log.info(
+            "webhook_recorded",
+            outcome=intake.word(outcome),
+            externalId=result.external_id,
+            **_attributed_from(outcome),
+        )
         return _received()
 
     return routes
+
+
+def _attributed_from(outcome: intake.IntakeResult) -> dict[str, str]:
+    """`attributedFrom` for the log line of a payment attributed from memory."""
+    remembered = outcome.attributed_from if isinstance(outcome, intake.Accepted) else None
+    return {"attributedFrom": remembered} if remembered else {}
 
 
 def _received() -> Response:

@@ -22,7 +22,17 @@ from tests.standins.http import Handler, StandInServer
 
 PATH = "/api/v1/conversions/postback"
 TYPES = {"SALE", "LEAD", "TRIAL", "CUSTOM"}
-ATTRIBUTION = ("sessionId", "rcsid", "clickId", "cid", "customerEmailHash", "customerEmail")
+# RefCampaign's SDK 2.2.0: "the postback validation now accepts a request carrying any one of the
+# three" (sessionId, customerEmailHash, affiliateCode); the postback guide lists the others.
+ATTRIBUTION = (
+    "sessionId",
+    "rcsid",
+    "clickId",
+    "cid",
+    "affiliateCode",
+    "customerEmailHash",
+    "customerEmail",
+)
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
@@ -61,7 +71,7 @@ def payload_problems(body: Any) -> list[str]:
         isinstance(body["convertedAt"], str) and ISO.match(body["convertedAt"])
     ):
         problems.append("convertedAt must be ISO 8601")
-    for key in ("customerId", "sessionId", "clickId"):
+    for key in ("customerId", "sessionId", "clickId", "affiliateCode"):
         if key in body and not isinstance(body[key], str):
             problems.append(f"{key} must be a string")
     return problems

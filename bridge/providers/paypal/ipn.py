@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 from urllib.parse import unquote, unquote_to_bytes
 
 from bridge.conversion import (
     Conversion,
     ConversionType,
+    Handles,
     Ignored,
     MappingResult,
     Rejected,
     email_hash,
+    handles_of,
     iso_utc,
 )
 from bridge.money import (
@@ -35,6 +38,7 @@ __all__ = [
     "INTAKE_FIELDS",
     "RECURRING_TXN_TYPES",
     "SALE_TXN_TYPES",
+    "TrackingIds",
     "is_form_encoded",
     "exact_amount",
     "is_test_ipn",
@@ -109,21 +113,39 @@ def is_test_ipn(fields: Mapping[str, str]) -> bool:
     return fields.get("test_ipn") == "1"
 
 
-def parse_custom(value: str) -> tuple[str | None, str | None]:
-    """(sessionId, clickId) from `custom`: a bare session id, or pairs `rcsid=…&cid=…`."""
+class TrackingIds(NamedTuple):
+    """The attribution ids a PayPal `custom` / `custom_id` names."""
+
+    session_id: str | None = None
+    click_id: str | None = None
+    affiliate_code: str | None = None
+
+
+# The pair names of each id, first present wins (docs/mapping.md, Attribution). `sessionId` and
+# `clickId` were read before RefCampaign's own names were, and still are.
+_SESSION_PAIRS = ("rcsid", "refcampaign_session", "sessionId")
+_CLICK_PAIRS = ("cid", "clickId")
+_AFFILIATE_PAIRS = ("affiliateCode",)
+
+
+def parse_custom(value: str) -> TrackingIds:
+    """The ids in `custom`: a bare session id, or pairs `rcsid=…&cid=…&affiliateCode=…`."""
     text = value.strip()
     if not text:
-        return None, None
+        return TrackingIds()
     if "=" not in text:
-        return text, None
+        return TrackingIds(session_id=text)
     pairs: dict[str, str] = {}
     for segment in text.split("&"):
         name, _, encoded = segment.partition("=")
         # "%" escapes only: "+" stays itself, as tracking ids may be base64 text.
         pairs.setdefault(unquote(name).strip(), unquote(encoded).strip())
-    session_id = pairs.get("rcsid") or pairs.get("sessionId") or None
-    click_id = pairs.get("cid") or pairs.get("clickId") or None
-    return session_id, click_id
+    return TrackingIds(
+        *(next((pairs[k] for k in keys if pairs.get(k)), None) for keys in _ID_PAIRS)
+    )
+
+
+_ID_PAIRS = (_SESSION_PAIRS, _CLICK_PAIRS, _AFFILIATE_PAIRS)
 
 
 def map_ipn(
@@ -141,7 +163,7 @@ def map_ipn(
             return Ignored(_status_reason(status), status[:40])
         return _map_sale(fields)
     if txn_type == "subscr_signup":
-        return _map_signup(fields)
+        return _map_signup(fields, recurring)
     if not txn_type and status and status != "Completed":
         # Refunds, reversals and their cancellations come without a txn_type.
         return Ignored(_status_reason(status), status[:40])
@@ -162,10 +184,14 @@ def _map_sale(fields: Mapping[str, str]) -> MappingResult:
     return _conversion(fields, txn_id, "SALE", amount)
 
 
-def _map_signup(fields: Mapping[str, str]) -> MappingResult:
-    if not _is_free_trial(fields.get("mc_amount1")):
-        return Ignored("no_free_trial")
+def _map_signup(fields: Mapping[str, str], recurring: bool) -> MappingResult:
     subscr_id = fields.get("subscr_id", "").strip()
+    if not _is_free_trial(fields.get("mc_amount1")):
+        # The sign-up is no sale, but its `custom` names the affiliate its payments (which
+        # carry no `custom` of their own) belong to: remembered under its subscr_id.
+        signup = _conversion(fields, subscr_id, "TRIAL", 0) if subscr_id else None
+        remember = signup if signup is not None and signup.has_tracking_ids else None
+        return Ignored("no_free_trial", remember=remember)
     if not subscr_id:
         return Rejected("missing_subscr_id")
     try:
@@ -178,19 +204,33 @@ def _map_signup(fields: Mapping[str, str]) -> MappingResult:
 def _conversion(
     fields: Mapping[str, str], external_id: str, kind: ConversionType, amount: int
 ) -> Conversion:
-    session_id, click_id = parse_custom(fields.get("custom", ""))
+    ids = parse_custom(fields.get("custom", ""))
     return Conversion(
         external_id=external_id,
         conversion_type=kind,
         amount=amount,
         currency=fields.get("mc_currency", "").upper(),
-        session_id=session_id,
-        click_id=click_id,
+        session_id=ids.session_id,
+        click_id=ids.click_id,
+        affiliate_code=ids.affiliate_code,
         customer_email_hash=_email_hash(fields.get("payer_email", "")),
         customer_id=fields.get("payer_id", "").strip() or None,
         converted_at=_converted_at(fields),
         metadata=_metadata(fields),
+        handles=_handles(fields),
     )
+
+
+def _handles(fields: Mapping[str, str]) -> Handles:
+    """The subscription (`subscr_id`, or `recurring_payment_id` of a recurring payments profile:
+    the same `I-…` id PayPal's REST sales call `billing_agreement_id`), then the payer; and the
+    transaction (a REST capture's id is its `txn_id`)."""
+    customer = handles_of(
+        ("paypal:sub", fields.get("subscr_id")),
+        ("paypal:sub", fields.get("recurring_payment_id")),
+        ("paypal:payer", fields.get("payer_id")),
+    )
+    return Handles(customer, handles_of(("paypal:txn", fields.get("txn_id"))))
 
 
 def exact_amount(value: str, currency: str) -> int | Rejected:

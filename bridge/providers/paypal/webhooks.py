@@ -18,13 +18,15 @@ from typing import Any
 
 from bridge.conversion import (
     Conversion,
+    Handles,
     Ignored,
     MappingResult,
     Rejected,
     contains_email,
+    handles_of,
     iso_utc,
 )
-from bridge.providers.paypal.ipn import exact_amount, parse_custom
+from bridge.providers.paypal.ipn import TrackingIds, exact_amount, parse_custom
 
 __all__ = [
     "CAPTURE_COMPLETED",
@@ -196,26 +198,32 @@ def _conversion(
         return amount
     if amount <= 0:
         return Rejected("bad_amount", "a sale's amount must be positive")
-    session_id, click_id = _attribution(custom)
+    ids = _attribution(custom)
+    payer_id = _payer_id(resource)
+    customer = handles_of(
+        ("paypal:sub", _identifier(resource.get("billing_agreement_id"))),
+        ("paypal:payer", payer_id),
+    )
     return Conversion(
         external_id=external_id,
         conversion_type="SALE",
         amount=amount,
         currency=currency.upper(),
-        session_id=session_id,
-        click_id=click_id,
-        customer_id=_payer_id(resource),
+        session_id=ids.session_id,
+        click_id=ids.click_id,
+        affiliate_code=ids.affiliate_code,
+        customer_id=payer_id,
         converted_at=_converted_at(resource.get("create_time")),
         metadata={"source": "paypal", "eventId": event_id, "eventType": event_type},
+        handles=Handles(customer, handles_of(("paypal:txn", external_id))),
     )
 
 
-def _attribution(custom: object) -> tuple[str | None, str | None]:
-    """(sessionId, clickId) from `custom_id` / `custom`, read as IPN's `custom`."""
+def _attribution(custom: object) -> TrackingIds:
+    """The ids in `custom_id` / `custom`, read as IPN's `custom`."""
     if not isinstance(custom, str):
-        return None, None
-    session_id, click_id = parse_custom(_valid_text(custom))
-    return _no_email(session_id), _no_email(click_id)
+        return TrackingIds()
+    return TrackingIds(*(_no_email(found) for found in parse_custom(_valid_text(custom))))
 
 
 def _no_email(value: str | None) -> str | None:

@@ -11,16 +11,22 @@ from typing import Any, TypeGuard
 from bridge.conversion import (
     Conversion,
     ConversionType,
+    Handles,
     Ignored,
     contains_email,
     email_hash,
+    handles_of,
     iso_utc,
 )
 
-SESSION_ID_KEYS = ("rcsid", "sessionId")
+# The metadata keys of each attribution id, first present wins (docs/mapping.md, Attribution).
+# `refcampaign_session` is what RefCampaign's own server SDK writes (`getStripeMetadata()`).
+SESSION_ID_KEYS = ("refcampaign_session", "rcsid", "sessionId")
 CLICK_ID_KEYS = ("cid", "clickId")
+AFFILIATE_CODE_KEYS = ("affiliateCode", "affiliate_code")
+ATTRIBUTION_KEYS = SESSION_ID_KEYS + CLICK_ID_KEYS + AFFILIATE_CODE_KEYS
 CUSTOM_PARAM_KEYS = ("s1", "s2", "s3", "s4", "s5")
-_CONSUMED_METADATA_KEYS = frozenset(SESSION_ID_KEYS + CLICK_ID_KEYS + CUSTOM_PARAM_KEYS)
+_CONSUMED_METADATA_KEYS = frozenset(ATTRIBUTION_KEYS + CUSTOM_PARAM_KEYS)
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 MAX_EXTERNAL_ID_LENGTH = 255  # RefCampaign's limit on `externalId`
 
@@ -99,8 +105,8 @@ def _payment_intent_succeeded(intent: Mapping[str, Any], recurring: bool) -> _Ro
     metadata = _metadata(intent)
     if metadata is None:
         return _malformed("metadata")
-    if _first_text(metadata, SESSION_ID_KEYS + CLICK_ID_KEYS) is None:
-        return Ignored("no_attribution_metadata", "no rcsid, sessionId, cid or clickId in metadata")
+    if _first_text(metadata, ATTRIBUTION_KEYS) is None:
+        return Ignored("no_attribution_metadata", "no attribution id in metadata")
     return _Row("SALE", "amount_received")
 
 
@@ -136,19 +142,96 @@ def _conversion(
     if converted_at is None or event_id is None:
         return Ignored("malformed_event", "event id or created is missing or invalid")
     email = _customer_email(obj)
+    sources = (metadata, *_subscription_metadata(obj))
     return Conversion(
         external_id=external_id,
         conversion_type=row.conversion_type,
         amount=amount,
         currency=currency.upper(),
-        session_id=_first_text(metadata, SESSION_ID_KEYS) or _text(obj.get("client_reference_id")),
-        click_id=_first_text(metadata, CLICK_ID_KEYS),
+        session_id=_attribution(sources, SESSION_ID_KEYS) or _text(obj.get("client_reference_id")),
+        click_id=_attribution(sources, CLICK_ID_KEYS),
+        affiliate_code=_attribution(sources, AFFILIATE_CODE_KEYS),
         customer_email_hash=email_hash(email) if email else None,
         customer_id=_customer_id(obj.get("customer")),
         converted_at=converted_at,
         custom_params=_custom_params(metadata),
         metadata=_conversion_metadata(event, metadata),
+        handles=_handles(obj),
     )
+
+
+def _attribution(sources: tuple[Mapping[str, Any], ...], keys: tuple[str, ...]) -> str | None:
+    """The first of `keys` present in the first metadata of `sources` that has one."""
+    for metadata in sources:
+        found = _first_text(metadata, keys)
+        if found is not None:
+            return found
+    return None
+
+
+def _subscription_metadata(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """An invoice's copy of its subscription's metadata, in both API shapes: top-level
+    `subscription_details` before 2025-03-31, `parent.subscription_details` since (basil)."""
+    found = []
+    for details in (_object_at(obj, "subscription_details"), _subscription_details(obj)):
+        metadata = details.get("metadata") if details is not None else None
+        if isinstance(metadata, Mapping):
+            found.append(metadata)
+    return found
+
+
+def _subscription_details(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """`parent.subscription_details` of a basil-shaped invoice."""
+    parent = _object_at(obj, "parent")
+    return _object_at(parent, "subscription_details") if parent is not None else None
+
+
+def _handles(obj: Mapping[str, Any]) -> Handles:
+    """Who paid (the subscription, then the customer) and for what (the object itself, its
+    payment intent, charge and invoice), as far as the object names them."""
+    details = _subscription_details(obj)
+    subscription = details.get("subscription") if details is not None else None
+    customer = (
+        ("stripe:sub", _id_of(obj.get("subscription"))),
+        ("stripe:sub", _id_of(subscription)),
+        ("stripe:cus", _id_of(obj.get("customer"))),
+    )
+    # A refund names the intent, charge or invoice it refunds, never the checkout session.
+    own_kind = _PAID_BY_ID.get(str(obj.get("object")))
+    payment: list[tuple[str, object]] = [
+        (own_kind or "", obj.get("id") if own_kind else None),
+        ("stripe:pi", _id_of(obj.get("payment_intent"))),
+        ("stripe:ch", _id_of(obj.get("charge"))),
+        ("stripe:ch", _id_of(obj.get("latest_charge"))),
+        ("stripe:in", _id_of(obj.get("invoice"))),
+    ]
+    # A basil invoice names its payments in `payments.data[].payment` (when included).
+    payments = _object_at(obj, "payments")
+    for entry in payments.get("data") or () if payments is not None else ():
+        paid = _object_at(entry, "payment") if isinstance(entry, Mapping) else None
+        if paid is not None:
+            payment += [
+                ("stripe:pi", _id_of(paid.get("payment_intent"))),
+                ("stripe:ch", _id_of(paid.get("charge"))),
+            ]
+    return Handles(handles_of(*customer), handles_of(*payment))
+
+
+# The objects a later refund can name by their own id, and their handles' kind.
+_PAID_BY_ID = {"invoice": "stripe:in", "payment_intent": "stripe:pi"}
+
+
+def _object_at(obj: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    """`obj[key]` when it is an object."""
+    value = obj.get(key)
+    return value if isinstance(value, Mapping) else None
+
+
+def _id_of(value: object) -> str | None:
+    """An id, whether the field holds it or the expanded object."""
+    if isinstance(value, Mapping):
+        return _text(value.get("id"))
+    return _text(value)
 
 
 def _malformed(field: str) -> Ignored:
@@ -204,9 +287,7 @@ def _customer_email(obj: Mapping[str, Any]) -> str | None:
 
 def _customer_id(customer: object) -> str | None:
     """The Stripe customer id, whether the field holds the id or the expanded customer."""
-    if isinstance(customer, Mapping):
-        return _text(customer.get("id"))
-    return _text(customer)
+    return _id_of(customer)
 
 
 def _custom_params(metadata: Mapping[str, Any]) -> dict[str, str]:
