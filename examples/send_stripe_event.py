@@ -31,10 +31,14 @@ def checkout_event(n: int) -> dict[str, Any]:
         "payment_status": "paid",
         "amount_total": 4990,
         "currency": "eur",
-        "client_reference_id": "rcs_walkthrough_session",
         "customer": "cus_walkthrough",
         "customer_details": {"email": "Buyer@Example.com"},
-        "metadata": {"plan": "pro", "s1": "spring"},
+        # What RefCampaign's server SDK getStripeMetadata() gives, beside the merchant's own.
+        "metadata": {
+            "refcampaign_session": "rcs_walkthrough_session",
+            "plan": "pro",
+            "s1": "spring",
+        },
     }
     return {
         "id": f"evt_walkthrough_{n}",

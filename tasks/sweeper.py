@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import redis
 import structlog
 from celery import Celery, bootsteps
 
@@ -29,10 +30,13 @@ log = structlog.get_logger("refbridge.sweeper")
 
 
 def sweep_once(app: Celery) -> int:
-    """Queue enough nudges for the items that are due, and trim memory; how many were queued."""
+    """Queue enough nudges for the items that are due, then trim memory; how many were queued."""
     ledger = current_worker(app).ledger
-    ledger.memory.trim(TRIM_BUCKETS)
     nudged = ledger.nudge(BATCH)
+    try:
+        ledger.memory.trim(TRIM_BUCKETS)
+    except redis.exceptions.ResponseError as exc:  # an error answer, not an outage: say it
+        log.warning("memory_trim_failed", error=str(exc)[:200])
     if nudged:
         log.info("swept", nudges=nudged)
     return nudged

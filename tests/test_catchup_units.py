@@ -186,3 +186,34 @@ def test_the_stand_in_pages_as_stripe_documents(stripe_api: StripeAPI) -> None:
     for bad in ([("limit", "101")], [("starting_after", "evt_nope")], [("colour", "red")]):
         with pytest.raises(ValueError):
             stripe_api.page(bad)
+
+
+def test_a_renewal_read_pages_before_its_checkout_is_attributed_from_it(
+    stripe_api: StripeAPI, redis_url: str
+) -> None:
+    """Stripe lists newest first: the renewal is on the first page, its subscription's checkout
+    (the oldest of 150 events) on the second. The run still sends the renewal with the
+    checkout's session, remembered by the time it records the renewal (at the run's end)."""
+    import redis
+
+    from bridge.catchup.run import run_catchup
+    from bridge.delivery.ledger import Ledger
+
+    events = sample_events(150, start=int(NOW), prefix="order")
+    oldest = events[0]["data"]["object"]
+    oldest.update(subscription="sub_catchup_1", customer="cus_catchup_1")
+    renewal = copy.deepcopy(stripe_fixture("pay__invoice.payment_failed.data.json"))
+    renewal.update(id="evt_renewal_1", type="invoice.paid", created=int(NOW) + 200)
+    invoice = renewal["data"]["object"]
+    invoice.update(id="in_renewal_1", status="paid", amount_paid=1900, customer="cus_other")
+    invoice.update(customer_email=None, customer_details=None)
+    invoice["parent"]["subscription_details"]["subscription"] = "sub_catchup_1"
+    stripe_api.reset()
+    stripe_api.add([*events, renewal])
+    settings = Settings.from_env({"STRIPE_API_KEY": KEY, "STRIPE_API_URL": stripe_api.url})
+    ledger = Ledger(redis.Redis.from_url(redis_url))
+    summary = run_catchup(StripeEvents(settings), ledger, int(NOW) - 1, int(NOW) + 300)
+    assert (summary.pages, summary.recorded, summary.unattributed) == (2, 151, 0)
+    payload = json.loads((ledger.get("in_renewal_1") or {})["payload"])
+    assert payload["sessionId"] == "rcs_order_0"
+    assert payload["metadata"]["attributedFrom"] == oldest["id"]

@@ -275,3 +275,31 @@ def test_a_rest_capture_is_its_ipn_twin_transaction() -> None:
     result = map_webhook_event(copy.deepcopy(edited(CAPTURE_RAW, lambda e: None)), recurring=True)
     assert isinstance(result, Conversion)
     assert result.handles.payment == (f"paypal:txn:{result.external_id}",)
+
+
+@pytest.mark.parametrize("listed", [5, True, "pi_1", {"payment": {}}, None, [[]], [{"payment": 3}]])
+def test_a_payments_list_of_any_shape_never_crashes_the_mapping(listed: object) -> None:
+    built = basil_renewal()
+    built["data"]["object"]["payments"] = {"data": listed}
+    assert stripe(built).handles.payment == ("stripe:in:in_1234",)
+
+
+def test_a_long_payments_list_names_a_few() -> None:
+    built = basil_renewal()
+    entries = [{"payment": {"payment_intent": f"pi_{n}"}} for n in range(1000)]
+    built["data"]["object"]["payments"] = {"data": entries}
+    assert len(stripe(built).handles.payment) <= 5
+
+
+@pytest.mark.parametrize(
+    "custom", ["jane%40example.com", "rcsid%3Djane%2540example.com%26cid%3Dclk_1"]
+)
+def test_an_ipn_custom_holding_an_email_is_never_an_id(custom: str) -> None:
+    result = ipn(edit(SUBSCR_PAYMENT, custom=custom))
+    assert isinstance(result, Conversion)
+    assert "@" not in str(ids(result))
+
+
+def test_a_merchants_own_attributed_from_is_not_passed_on() -> None:
+    result = stripe(event(CHECKOUT, metadata={"rcsid": "s", "attributedFrom": "cs_fake"}))
+    assert "attributedFrom" not in result.to_payload()["metadata"]

@@ -236,3 +236,50 @@ def test_a_page_recorded_at_once_attributes_a_renewal_from_the_checkout_before_i
     )
     assert [type(r) for r in results] == [intake.Accepted, intake.Accepted]
     assert payload(ledger, "in_2")["metadata"] == {"attributedFrom": "cs_1"}
+
+
+def test_a_resent_older_sale_never_takes_the_customer_back(ledger: Ledger) -> None:
+    older, newer = sale("cs_old", sid="rcs_old"), sale("cs_new", sid="rcs_new")
+    record(ledger, older)
+    record(ledger, newer)
+    assert isinstance(record(ledger, older), intake.Duplicate)  # a resend, or catch-up
+    assert ledger.memory.attribute(sale("in_3", customer=(SUB,))).session_id == "rcs_new"
+
+
+def test_a_pointer_to_a_forgotten_record_does_not_hide_the_handles_own(ledger: Ledger) -> None:
+    # pi_1 is the home of in_1's record, and a later conversion names pi_1 as a second handle.
+    record(ledger, sale("in_1", sid="s1", customer=(), payment=("stripe:pi:pi_1",)))
+    record(ledger, sale("cs_2", sid="s2", customer=(), payment=("stripe:in:x", "stripe:pi:pi_1")))
+    _age_every_entry(ledger, days=401, only=(b"cs_2",))  # cs_2's record is gone
+    found = ledger.memory.recall(("stripe:pi:pi_1",))
+    assert found is not None and found.external_id == "in_1"
+
+
+def test_a_record_naming_no_affiliate_passes_to_the_next_handle(ledger: Ledger) -> None:
+    record(ledger, sale("cs_1", sid="rcs_1", customer=(CUS,)))
+    # A record without ids where the subscription's pointer leads (as a digest collision
+    # or a hand edit would leave it): the customer's is used instead.
+    record(ledger, sale("cs_mail", customer=(), payment=("stripe:pi:mail",)))
+    bucket, field = memory._place(memory._digest("handle", SUB))
+    ledger.redis.hset(bucket, field, memory._digest("handle", "stripe:pi:mail"))
+    found = ledger.memory.attribute(sale("in_3", customer=(SUB, CUS)))
+    assert (found.session_id, found.attributed_from) == ("rcs_1", "cs_1")
+
+
+def test_a_dry_run_reads_memory_without_refreshing_it(ledger: Ledger) -> None:
+    record(ledger, sale("cs_1", sid="rcs_1", customer=(CUS,)))
+    _age_every_entry(ledger, days=399)
+    before = {k: ledger.redis.hgetall(k) for k in _buckets(ledger)}
+    assert ledger.memory.attribute(sale("x", customer=(CUS,)), refresh=False).session_id
+    assert {k: ledger.redis.hgetall(k) for k in _buckets(ledger)} == before
+
+
+def test_a_conversion_is_found_by_a_few_handles_not_by_as_many_as_it_lists(
+    ledger: Ledger,
+) -> None:
+    many = tuple(f"stripe:ch:ch_{n}" for n in range(50))
+    record(ledger, sale("in_many", sid="s", payment=many))
+    fields = sum(ledger.redis.hlen(k) for k in _buckets(ledger))
+    assert fields <= 2 + 3 + 2  # record and its terminator-free chunk, 3 more payments, 2 customers
+    assert ledger.memory.recall(("stripe:ch:ch_3",)) is not None
+    assert ledger.memory.recall(("stripe:ch:ch_4",)) is None

@@ -2,6 +2,11 @@
 
 An interrupted run loses nothing: each page is recorded before the next is asked for, and a
 re-run finds what was recorded as duplicates.
+
+Pages come newest first, so a renewal is read before the checkout that named its affiliate
+when both are in the window. A payment that asks memory for its ids and finds none waits until
+the run has read every page (at most MAX_WAITING of them), then is recorded: by then the
+checkout, however many pages later, has left its ids to remember.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ import redis
 from bridge.catchup.source import EventSource, ProviderEvent
 from bridge.catchup.summary import Summary
 from bridge.conversion import Conversion, Ignored
-from bridge.delivery import intake
+from bridge.delivery import intake, memory
 from bridge.delivery.ledger import Ledger, item_key
 from bridge.delivery.stats import STATS, parse_stat, stat
 
 COUNTER = "catchup_events"
 RUNS = "rb:catchup:runs"  # recent runs, newest first (JSON), for operators and the tests
 RUNS_KEEP = 100
+# Payments held back for memory until the end of a run; past this many, recorded at once.
+MAX_WAITING = 10_000
 Progress = Callable[[Summary], None]
 
 
@@ -64,13 +71,18 @@ def run_catchup(
     """
     summary = Summary(source.provider, since, until, dry_run=dry_run)
     started = time.time()
+    waiting: list[tuple[Conversion, str]] = []
     try:
         for page in source.pages(since, until):
-            _take_page(source, ledger, page, summary)
+            _take_page(source, ledger, page, summary, waiting)
             summary.pages += 1
             summary.requests = source.requests
             if progress:
                 progress(summary)
+        # A run that fails before this point records none of them: the next run reads them
+        # again, never recorded.
+        if waiting:
+            _record(ledger, source.provider, waiting, summary, Counter())
     except Exception as exc:
         summary.error = str(exc) or type(exc).__name__
         raise
@@ -83,7 +95,11 @@ def run_catchup(
 
 
 def _take_page(
-    source: EventSource, ledger: Ledger, page: Sequence[ProviderEvent], summary: Summary
+    source: EventSource,
+    ledger: Ledger,
+    page: Sequence[ProviderEvent],
+    summary: Summary,
+    waiting: list[tuple[Conversion, str]],
 ) -> None:
     provider = source.provider
     summary.seen += len(page)
@@ -98,11 +114,31 @@ def _take_page(
         if isinstance(mapped, Ignored):
             summary.ignored[mapped.reason] += 1
             counts[stat(COUNTER, provider=provider, outcome="ignored", reason=mapped.reason)] += 1
+        elif len(waiting) < MAX_WAITING and _waits_for_memory(ledger, mapped, summary.dry_run):
+            waiting.append((mapped, event.event_id))
         else:
             conversions.append((mapped, event.event_id))
     if summary.dry_run:
         _preview(ledger, provider, conversions, summary)
         return
+    _record(ledger, provider, conversions, summary, counts)
+
+
+def _waits_for_memory(ledger: Ledger, conversion: Conversion, dry_run: bool) -> bool:
+    """True for a payment that needs remembered ids memory does not have yet (a read only)."""
+    if dry_run or not memory.asks_memory(conversion):
+        return False
+    return ledger.memory.recall(conversion.handles.customer, refresh=False) is None
+
+
+def _record(
+    ledger: Ledger,
+    provider: str,
+    conversions: Sequence[tuple[Conversion, str]],
+    summary: Summary,
+    counts: Counter[str],
+) -> None:
+    """Record `conversions` through the intake, one pipeline, and count what became of them."""
     results = intake.accept_conversions(
         ledger,
         conversions,
@@ -127,7 +163,7 @@ def _preview(
     summary: Summary,
 ) -> None:
     """What recording would do, read without writing (the same test as the intake's)."""
-    remembered = [(ledger.memory.attribute(c), e) for c, e in conversions]
+    remembered = [(ledger.memory.attribute(c, refresh=False), e) for c, e in conversions]
     attributed = [(c, e) for c, e in remembered if c.attributed]
     summary.unattributed += len(conversions) - len(attributed)
     pipe = ledger.redis.pipeline(transaction=False)

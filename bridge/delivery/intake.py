@@ -107,15 +107,17 @@ def accept_conversions(
         stat(counter, provider=provider, outcome="accepted"),
         stat(counter, provider=provider, outcome="duplicate"),
     )
-    pending: list[tuple[str, str, Mapping[str, str | int | float], list[memory.Entry]]] = []
+    pending: list[tuple[str, str, Mapping[str, str | int | float], memory.Writes]] = []
     recorded: list[bool] = []
     attributed: list[bool] = []
+    remembered_from: list[str | None] = []
     for conversion, event_id in conversions:
         if memory.asks_memory(conversion) and pending:
             recorded += ledger.enqueue_many(pending, stats, {})
             pending = []
         conversion = ledger.memory.attribute(conversion)
         attributed.append(conversion.attributed)
+        remembered_from.append(conversion.attributed_from)
         if conversion.attributed:
             seen, fields = _conversion_entry(conversion, provider, event_id, received_at)
             pending.append((conversion.external_id, seen, fields, memory.entries(conversion)))
@@ -126,11 +128,13 @@ def accept_conversions(
     recorded += ledger.enqueue_many(pending, stats, extra)
     outcomes = iter(recorded)
     results: list[IntakeResult] = []
-    for (conversion, _), was_attributed in zip(conversions, attributed, strict=True):
+    for (conversion, _), was_attributed, source in zip(
+        conversions, attributed, remembered_from, strict=True
+    ):
         if not was_attributed:
             results.append(Unattributed())
         elif next(outcomes):
-            results.append(Accepted(conversion.external_id))
+            results.append(Accepted(conversion.external_id, source))
         else:
             results.append(Duplicate())
     return results

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from bridge.delivery import scripts as ledger_scripts
-from bridge.delivery.memory import DEFAULT_DAYS, Entry, Memory, flat
+from bridge.delivery.memory import DEFAULT_DAYS, NOTHING, Memory, Writes
 from bridge.delivery.nudges import QUEUE, new_ids
 from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, latency_fields, stat
 
@@ -124,7 +124,7 @@ class Ledger:
         seen: str,
         fields: Mapping[str, str | int | float],
         stats: tuple[str, str] = ("", ""),
-        remember: Sequence[Entry] = (),
+        remember: Writes = NOTHING,
     ) -> bool:
         """Record a new item, due now, and wake a worker (a waiting listener's bell, else a
         nudge); False when `seen` or it exists.
@@ -137,7 +137,7 @@ class Ledger:
 
     def enqueue_many(
         self,
-        entries: Sequence[tuple[str, str, Mapping[str, str | int | float], Sequence[Entry]]],
+        entries: Sequence[tuple[str, str, Mapping[str, str | int | float], Writes]],
         stats: tuple[str, str],
         counts: Mapping[str, int],
     ) -> list[bool]:
@@ -333,12 +333,12 @@ def _enqueue_call(
     seen: str,
     fields: Mapping[str, str | int | float],
     stats: tuple[str, str],
-    remember: Sequence[Entry],
+    remember: Writes,
 ) -> tuple[list[str], list[Any]]:
     """The keys and arguments of lua/enqueue.lua for one item, each call with fresh nudge ids
     (a listener's bell, when one waits, takes the nudge's place)."""
     argv: list[Any] = [time.time(), SEEN_TTL, *stats, *new_ids(), MAX_NUDGES, LISTEN_KEYS_TTL_MS]
-    argv += [len(remember), *flat(remember)]
+    argv += remember.args()
     for name, value in fields.items():
         argv += [name, value]
     keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES, LISTENERS, BELL]

@@ -41,7 +41,10 @@ DEFAULT_DAYS = 400
 # ziplist's one-byte length header: a record's first chunk gives 2 of them to its day stamp.
 _FIRST_CHUNK = 61
 _CHUNK = 63
-_MAX_CHUNKS = 16
+# 32 chunks, about 2 KB: an externalId (255) and three Stripe metadata values (500 each).
+_MAX_CHUNKS = 32
+# Handles a conversion is found by, of each sort: a few name any payment or customer.
+_MAX_HANDLES = 4
 _SEPARATOR = "\x1f"
 # 2 bytes name the bucket, 6 the field in it: two handles meet in a field once in about 2^64/n²
 # for n remembered (n = 10^7: once in 10^5 such stores), and a look-up of an unknown handle
@@ -65,9 +68,27 @@ Entry = tuple[str, bytes, bytes]
 """(bucket key, field, value without its day stamp): one remembered field."""
 
 
-def entries(conversion: Conversion) -> list[Entry]:
+@dataclass(frozen=True)
+class Writes:
+    """What recording a conversion writes: its record and payment pointers, and its customer
+    pointers (which a duplicate writes only where there are none: lua/enqueue.lua)."""
+
+    entries: list[Entry]
+    customers: list[Entry]
+
+    def args(self) -> list[str | bytes | int]:
+        """As remember.lua's callers read them: the count of all, of the customer pointers,
+        then each entry's triple, the customer pointers last."""
+        found = self.entries + self.customers
+        return [len(found), len(self.customers), *(part for entry in found for part in entry)]
+
+
+NOTHING = Writes([], [])
+
+
+def entries(conversion: Conversion) -> Writes:
     """What recording `conversion` leaves in memory (see the module's docstring)."""
-    payment = conversion.handles.payment
+    payment = conversion.handles.payment[:_MAX_HANDLES]
     # The record lives where its first payment handle would point from (a refund names the
     # payment, so it finds it in one step, and that handle needs no field of its own); a
     # conversion without one lives under its externalId.
@@ -79,25 +100,21 @@ def entries(conversion: Conversion) -> list[Entry]:
     rest = text[_FIRST_CHUNK:]
     chunks = [text[:_FIRST_CHUNK]] + [rest[i : i + _CHUNK] for i in range(0, len(rest), _CHUNK)]
     if len(chunks) > _MAX_CHUNKS:
-        return []  # ids hundreds of characters long: nothing any provider or RefCampaign issues
+        return NOTHING  # longer than every id RefCampaign and the providers allow, together
     bucket, field = _place(record)
     # The empty value after the last chunk deletes what a longer record may have left there.
     found = [(bucket, field + bytes([i]), chunk) for i, chunk in enumerate([*chunks, b""])]
-    handles = payment
+    found += [(*_place(_digest("handle", h)), record) for h in payment]
+    customers: list[Entry] = []
     if conversion.has_tracking_ids and conversion.attributed_from is None:
-        handles += conversion.handles.customer
-    found += [(*_place(_digest("handle", h)), record) for h in handles]
-    return found
+        handles = conversion.handles.customer[:_MAX_HANDLES]
+        customers = [(*_place(_digest("handle", h)), record) for h in handles]
+    return Writes(found, customers)
 
 
 def asks_memory(conversion: Conversion) -> bool:
     """True when `conversion` names no affiliate itself but a customer memory may know."""
     return not conversion.has_tracking_ids and bool(conversion.handles.customer)
-
-
-def flat(found: Sequence[Entry]) -> list[str | bytes]:
-    """Entries as the arguments remember.lua reads."""
-    return [part for entry in found for part in entry]
 
 
 class Memory:
@@ -110,14 +127,21 @@ class Memory:
         self._remember = client.register_script(scripts.REMEMBER_ONLY)
         self._trim = client.register_script(scripts.TRIM)
 
-    def attribute(self, conversion: Conversion) -> Conversion:
+    def attribute(self, conversion: Conversion, refresh: bool = True) -> Conversion:
         """`conversion`, with the remembered ids of its subscription or customer when it names
-        no affiliate itself; as it is otherwise (one Redis round trip only in that case)."""
+        no affiliate itself; as it is otherwise (one Redis round trip only in that case).
+        `refresh` False: read without stamping what it found (a dry run)."""
         if not asks_memory(conversion):
             return conversion
-        found = self.recall(conversion.handles.customer)
-        if found is None:
-            return conversion
+        handles = conversion.handles.customer
+        while True:
+            answer = self._find(handles, refresh)
+            if answer is None:
+                return conversion
+            index, found = answer
+            if found is not None and (found.session_id or found.click_id or found.affiliate_code):
+                break
+            handles = handles[index + 1 :]  # a record without ids names no affiliate: next
         return replace(
             conversion,
             session_id=found.session_id,
@@ -126,18 +150,25 @@ class Memory:
             attributed_from=found.external_id,
         )
 
-    def recall(self, handles: Sequence[str]) -> Remembered | None:
-        """The record the first of `handles` still remembered points to, refreshed by the use."""
+    def recall(self, handles: Sequence[str], refresh: bool = True) -> Remembered | None:
+        """The record the first of `handles` still remembered points to; refreshed by the use
+        unless `refresh` is False (a dry run)."""
+        answer = self._find(handles, refresh)
+        return answer[1] if answer else None
+
+    def _find(self, handles: Sequence[str], refresh: bool) -> tuple[int, Remembered | None] | None:
+        """The index of the first handle remembered, and its record (None when unreadable)."""
+        if not handles:
+            return None
         args: list[str | bytes | int] = [PREFIX, BUCKETS, self.days, _FIRST_CHUNK, _CHUNK]
-        args += [_digest("handle", name) for name in handles]
+        args += ["1" if refresh else "0", *(_digest("handle", name) for name in handles)]
         answer = self._recall(args=args)
-        return _parse(answer[1]) if answer else None
+        return (int(answer[0]), _parse(answer[1])) if answer else None
 
     def remember(self, conversion: Conversion) -> None:
         """Remember `conversion` without recording it for delivery (a PayPal sign-up's ids)."""
-        found = entries(conversion)
-        args: list[str | bytes | int] = [len(found), *flat(found)]
-        self._remember(args=args)
+        writes = entries(conversion)
+        self._remember(args=[len(writes.entries + writes.customers), *writes.args()[2:]])
 
     def trim(self, buckets: int) -> int:
         """Delete the expired entries of the next `buckets` buckets; how many were deleted."""

@@ -1,5 +1,5 @@
--- ARGV: prefix, buckets, days, first chunk size, chunk size, then the digests of handles, most
--- specific first. The record the first handle still remembered names: {index of that handle
+-- ARGV: prefix, buckets, days, first chunk size, chunk size, refresh ('1': stamp what is found
+-- with today; '0': read only), then the digests of handles, most specific first. The record the first handle still remembered names: {index of that handle
 -- (0-based), the record's text}, or nil. A record older than `days` (by the day stamp of its
 -- first chunk and Redis's clock) counts as gone; one that is found is stamped with today again:
 -- memory is refreshed by use. A handle's field holds its record's digest (a record lives at the digest
@@ -25,15 +25,17 @@ local function record(digest)
     text[#text + 1] = chunk
     full, i = #chunk == tonumber(ARGV[5]), i + 1
   end
-  local stamp = string.char(math.floor(today / 256) % 256, today % 256)
-  redis.call('HSET', bucket, field .. '\0', stamp .. string.sub(first, 3))
+  if ARGV[6] == '1' then
+    local stamp = string.char(math.floor(today / 256) % 256, today % 256)
+    redis.call('HSET', bucket, field .. '\0', stamp .. string.sub(first, 3))
+  end
   return table.concat(text)
 end
--- A handle's own field points at its record; without one, the handle may be a record's home.
-for i = 6, #ARGV do
+-- A handle's own field points at its record; the handle may also be a record's home.
+for i = 7, #ARGV do
   local digest = ARGV[i]
   local pointer = redis.call('HGET', place(digest))
-  local text = record(pointer and #pointer == 8 and pointer or digest)
-  if text then return {i - 6, text} end
+  local text = pointer and #pointer == 8 and record(pointer) or record(digest)
+  if text then return {i - 7, text} end
 end
 return nil

@@ -1,9 +1,10 @@
--- remember(args, first, count): writes `count` remembered entries, each the triple (bucket,
--- field, value) of `args` from index `first` (bridge/delivery/memory.py). A record's first
+-- remember(args, first, count, keep): writes `count` remembered entries, each the triple
+-- (bucket, field, value) of `args` from index `first` (bridge/delivery/memory.py); with `keep`,
+-- only those not already there (HSETNX). A record's first
 -- chunk (a 7-byte field ending in a zero byte) gets today's day number by Redis's clock in
 -- front of its value, in two bytes: how old the record is, for recall.lua and trim.lua. An
 -- empty value deletes the field (the chunk after a record's last, left by a longer one).
-local function remember(args, first, count)
+local function remember(args, first, count, keep)
   if count == 0 then return end
   local day = math.floor(tonumber(redis.call('TIME')[1]) / 86400)
   local stamp = string.char(math.floor(day / 256) % 256, day % 256)
@@ -13,7 +14,7 @@ local function remember(args, first, count)
       redis.call('HDEL', args[i], field)
     else
       if #field == 7 and string.byte(field, 7) == 0 then value = stamp .. value end
-      redis.call('HSET', args[i], field, value)
+      redis.call(keep and 'HSETNX' or 'HSET', args[i], field, value)
     end
   end
 end

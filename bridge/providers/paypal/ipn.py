@@ -19,6 +19,7 @@ from bridge.conversion import (
     Ignored,
     MappingResult,
     Rejected,
+    contains_email,
     email_hash,
     handles_of,
     iso_utc,
@@ -45,6 +46,7 @@ __all__ = [
     "map_ipn",
     "parse_custom",
     "parse_ipn",
+    "tracking_ids",
     "parse_payment_date",
     "verification_body",
 ]
@@ -148,6 +150,12 @@ def parse_custom(value: str) -> TrackingIds:
 _ID_PAIRS = (_SESSION_PAIRS, _CLICK_PAIRS, _AFFILIATE_PAIRS)
 
 
+def tracking_ids(custom: str) -> TrackingIds:
+    """`parse_custom`, less any id holding an e-mail address: a merchant may put the buyer's
+    address in `custom`, and the bridge never sends nor remembers one."""
+    return TrackingIds(*(None if v and contains_email(v) else v for v in parse_custom(custom)))
+
+
 def map_ipn(
     fields: Mapping[str, str], *, recurring: bool, receiver_emails: Sequence[str]
 ) -> MappingResult:
@@ -204,7 +212,7 @@ def _map_signup(fields: Mapping[str, str], recurring: bool) -> MappingResult:
 def _conversion(
     fields: Mapping[str, str], external_id: str, kind: ConversionType, amount: int
 ) -> Conversion:
-    ids = parse_custom(fields.get("custom", ""))
+    ids = tracking_ids(fields.get("custom", ""))
     return Conversion(
         external_id=external_id,
         conversion_type=kind,

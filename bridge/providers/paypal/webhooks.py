@@ -22,11 +22,10 @@ from bridge.conversion import (
     Ignored,
     MappingResult,
     Rejected,
-    contains_email,
     handles_of,
     iso_utc,
 )
-from bridge.providers.paypal.ipn import TrackingIds, exact_amount, parse_custom
+from bridge.providers.paypal.ipn import TrackingIds, exact_amount, tracking_ids
 
 __all__ = [
     "CAPTURE_COMPLETED",
@@ -220,15 +219,10 @@ def _conversion(
 
 
 def _attribution(custom: object) -> TrackingIds:
-    """The ids in `custom_id` / `custom`, read as IPN's `custom`."""
+    """The ids in `custom_id` / `custom`, read as IPN's `custom` (an e-mail address left out)."""
     if not isinstance(custom, str):
         return TrackingIds()
-    return TrackingIds(*(_no_email(found) for found in parse_custom(_valid_text(custom))))
-
-
-def _no_email(value: str | None) -> str | None:
-    # A merchant may put the buyer's address in `custom`: the bridge never sends it on.
-    return None if value is None or contains_email(value) else value
+    return tracking_ids(_valid_text(custom))
 
 
 def _payer_id(resource: Mapping[str, Any]) -> str | None:

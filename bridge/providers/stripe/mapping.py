@@ -26,7 +26,8 @@ CLICK_ID_KEYS = ("cid", "clickId")
 AFFILIATE_CODE_KEYS = ("affiliateCode", "affiliate_code")
 ATTRIBUTION_KEYS = SESSION_ID_KEYS + CLICK_ID_KEYS + AFFILIATE_CODE_KEYS
 CUSTOM_PARAM_KEYS = ("s1", "s2", "s3", "s4", "s5")
-_CONSUMED_METADATA_KEYS = frozenset(ATTRIBUTION_KEYS + CUSTOM_PARAM_KEYS)
+# `attributedFrom` is the bridge's own word in metadata (docs/mapping.md): never the merchant's.
+_CONSUMED_METADATA_KEYS = frozenset(ATTRIBUTION_KEYS + CUSTOM_PARAM_KEYS + ("attributedFrom",))
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
 MAX_EXTERNAL_ID_LENGTH = 255  # RefCampaign's limit on `externalId`
 
@@ -197,7 +198,8 @@ def _handles(obj: Mapping[str, Any]) -> Handles:
         ("stripe:cus", _id_of(obj.get("customer"))),
     )
     # A refund names the intent, charge or invoice it refunds, never the checkout session.
-    own_kind = _PAID_BY_ID.get(str(obj.get("object")))
+    kind = obj.get("object")
+    own_kind = _PAID_BY_ID.get(kind) if isinstance(kind, str) else None
     payment: list[tuple[str, object]] = [
         (own_kind or "", obj.get("id") if own_kind else None),
         ("stripe:pi", _id_of(obj.get("payment_intent"))),
@@ -205,9 +207,11 @@ def _handles(obj: Mapping[str, Any]) -> Handles:
         ("stripe:ch", _id_of(obj.get("latest_charge"))),
         ("stripe:in", _id_of(obj.get("invoice"))),
     ]
-    # A basil invoice names its payments in `payments.data[].payment` (when included).
+    # A basil invoice names its payments in `payments.data[].payment` (when included): a few,
+    # never as many as a body could list.
     payments = _object_at(obj, "payments")
-    for entry in payments.get("data") or () if payments is not None else ():
+    listed = payments.get("data") if payments is not None else None
+    for entry in listed[:_MAX_PAYMENTS] if isinstance(listed, list) else ():
         paid = _object_at(entry, "payment") if isinstance(entry, Mapping) else None
         if paid is not None:
             payment += [
@@ -217,6 +221,7 @@ def _handles(obj: Mapping[str, Any]) -> Handles:
     return Handles(handles_of(*customer), handles_of(*payment))
 
 
+_MAX_PAYMENTS = 4
 # The objects a later refund can name by their own id, and their handles' kind.
 _PAID_BY_ID = {"invoice": "stripe:in", "payment_intent": "stripe:pi"}
 
