@@ -176,8 +176,20 @@ def connect(url: str, *, watched: bool = False) -> redis.Redis:
         "socket_connect_timeout": 2,
         "socket_timeout": 3,
         "health_check_interval": 15,
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
-        "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        # Sent once more only after a connection error: what a pooled connection that Redis
+        # closed (it restarted) gives on its next use, before Redis ran anything. Never after
+        # a read timeout: Redis has the command then and may still run it (it was busy, or
+        # stalled on a disk write), and a claim, a finish or an intake sent twice would run
+        # twice (a batch stranded for a lease, a count doubled). Such a call fails instead;
+        # each caller already treats a failed call as Redis being unavailable (the web answers
+        # 503, an attempt is tried again after its lease). redis-py's Retry resends after its
+        # `supported_errors`, which include both timeouts by default (redis/retry.py).
+        "retry": Retry(
+            ExponentialBackoff(cap=0.2, base=0.05),
+            1,
+            supported_errors=(redis.exceptions.ConnectionError,),
+        ),
+        "retry_on_error": [redis.exceptions.ConnectionError],
     }
     if watched:
         options["connection_class"] = _connection_class(url)

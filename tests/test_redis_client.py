@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import redis
 
+from bridge.delivery.ledger import Ledger
 from bridge.ops.embedded_redis import EmbeddedRedis
 from bridge.redis_client import connect, redis_address
 
@@ -92,6 +94,33 @@ def test_a_reply_left_unread_is_never_read_as_the_next_commands(own_redis: Embed
     assert client.get("b") == b"2"
 
 
+def test_a_script_is_never_sent_again_after_a_read_timeout(own_redis: EmbeddedRedis):
+    # Redis busy for longer than the client's 3 s read timeout (DEBUG SLEEP stands for a slow
+    # disk or a long script): the claim it already holds runs once when it wakes, and only once.
+    ledger = Ledger(connect(own_redis.start().url))
+    for n in range(4):
+        ledger.enqueue(f"it_{n}", f"rb:seen:test:{n}", {"kind": "conversion"})
+    assert ledger.claim(lease=30, limit=0).claims == []  # the script loaded: no NOSCRIPT later
+    sleeping = threading.Event()
+
+    def sleep() -> None:
+        client = redis.Redis.from_url(own_redis.url, socket_timeout=10)
+        sleeping.set()
+        client.execute_command("DEBUG", "SLEEP", "5")
+
+    busy = threading.Thread(target=sleep)
+    busy.start()
+    assert sleeping.wait(5)
+    time.sleep(0.5)
+    started = time.monotonic()
+    with pytest.raises(redis.exceptions.TimeoutError):
+        ledger.claim(lease=30, limit=1)
+    assert time.monotonic() - started >= 2.5  # it waited on the sleeping Redis
+    busy.join()
+    leased = [n for n in range(4) if (ledger.get(f"it_{n}") or {}).get("token")]
+    assert len(leased) == 1, f"the claim ran {len(leased)} times"
+
+
 def test_a_redis_error_reply_keeps_the_connection(own_redis: EmbeddedRedis):
     client = connect(own_redis.start().url)
     client.set("s", "text")
@@ -135,6 +164,7 @@ from pathlib import Path
 
 import redis
 
+from bridge.delivery.ledger import Ledger
 from bridge.ops.embedded_redis import EmbeddedRedis
 from bridge.logs import configure_logging
 from bridge.redis_client import connect, redis_address
