@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
 from typing import Any, TextIO
 
 import structlog
+from structlog._output import WRITE_LOCKS
 
 from bridge import json_text
 
@@ -105,6 +107,19 @@ def json_formatter() -> logging.Formatter:
             structlog.processors.JSONRenderer(serializer=_dumps),
         ],
     )
+
+
+def _reinit_write_locks() -> None:
+    """In a forked child, release structlog's write locks: a thread of the parent (the sweeper,
+    the watchdog) may have held one at the instant of the fork, and in the child nothing would
+    ever release it, so the child's first log line would hang. Each lock is reset in place, as
+    the standard library's logging does for its handlers' locks after a fork (every logger
+    holds its lock object, so a new one would not reach them)."""
+    for lock in list(WRITE_LOCKS.values()):
+        lock._at_fork_reinit()  # type: ignore[attr-defined]
+
+
+os.register_at_fork(after_in_child=_reinit_write_locks)
 
 
 def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:

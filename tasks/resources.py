@@ -17,6 +17,9 @@ from config import Settings
 
 _local: dict[str, Any] = {}
 _lock = threading.Lock()
+# Pool processes are forked from the main process while its threads (the sweeper, the
+# watchdog) may hold this lock; a child must not start with it held forever.
+os.register_at_fork(after_in_child=_lock._at_fork_reinit)  # type: ignore[attr-defined]
 
 
 # A pool process runs a task's batch and its listener's batch (tasks/listener.py) at once.
