@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from bridge.delivery.deadline import DeadlineAdapter, within
 from bridge.delivery.outcomes import Outcome, RetryLater, classify_postback, classify_verification
 from bridge.providers.paypal.ipn import verification_body
 from config import Settings
@@ -76,7 +77,7 @@ def new_session(pool_size: int = 16, kind: type[S] = OutboundSession) -> S:  # t
     """A pooled keep-alive session (an OutboundSession, or `kind` of one); one per process,
     made after fork."""
     session = kind()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     session.headers["User-Agent"] = USER_AGENT
@@ -124,10 +125,15 @@ def verify_ipn(session: requests.Session, settings: Settings, raw: bytes) -> Out
 def send(
     session: requests.Session, method: str, url: str, timeout: float, **request: Any
 ) -> requests.Response | RetryLater:
-    """One request that never follows a redirect; network trouble as a RetryLater, not raised."""
-    try:
-        return session.request(method, url, timeout=timeout, allow_redirects=False, **request)
-    except requests.Timeout:
-        return RetryLater(None, "timeout")
-    except requests.RequestException as exc:
-        return RetryLater(None, f"connection error: {type(exc).__name__}")
+    """One request that never follows a redirect, answered in full within `timeout` seconds in
+    all (bridge/delivery/deadline.py: not per socket read, which a dribbling answer never
+    exceeds); network trouble and a missed deadline as a RetryLater, not raised."""
+    with within(timeout) as exchange:
+        try:
+            return session.request(method, url, timeout=timeout, allow_redirects=False, **request)
+        except requests.Timeout:
+            return RetryLater(None, "timeout")
+        except requests.RequestException as exc:
+            if exchange.cut:
+                return RetryLater(None, f"timeout: no whole answer within {timeout:g} s")
+            return RetryLater(None, f"connection error: {type(exc).__name__}")

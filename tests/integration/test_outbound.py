@@ -23,6 +23,7 @@ from tests.integration.test_stripe_flow import checkout_event, post
 from tests.processes import WorkerProcess
 from tests.standins.proxy import ForwardProxy
 from tests.standins.refcampaign import PATH, RefCampaign, Scripted
+from tests.waiting import wait_until
 
 REDIRECTS = [301, 302, 303, 307, 308]
 IPN = (
@@ -80,6 +81,30 @@ def test_a_redirected_verification_is_retried_never_followed(
     assert payload["externalId"] == f"OUTBOUND{status}"
     seen = [(r["method"], r["path"]) for r in paypal.requests]
     assert seen == [("POST", "/cgi-bin/webscr"), ("POST", "/cgi-bin/webscr")]
+
+
+# --- a total deadline for each exchange ---------------------------------------------------------
+
+
+def test_an_answer_that_dribbles_is_cut_at_its_deadline_and_never_attempted_twice_at_once(
+    client, worker, refcampaign
+):
+    # A byte a second: each read well inside DELIVERY_TIMEOUT (2 s), the whole a minute, far
+    # past the claim's lease (2 × 2 + 10 s), when the item would be claimed a second time.
+    refcampaign.script(Scripted(200, body='{"conversionId":"' + "x" * 45 + '"}', dribble=1.0))
+    sent = time.time()
+    assert post(client, checkout_event("cs_test_dribble")).status_code == 200
+    wait_delivered(refcampaign)
+    first, second = refcampaign.requests[:2]
+    assert len(refcampaign.requests) == 2
+    [retried] = [line for line in attempt_lines(worker) if line["outcome"] == "retried"]
+    assert retried["error"] == "timeout: no whole answer within 2 s"
+    # The first attempt ended (cut, its retry scheduled) before the second began.
+    assert datetime.fromisoformat(retried["timestamp"]).timestamp() <= second["at"]
+    assert second["at"] - sent < 10
+    # The stand-in saw the hang-up within a byte or two of the deadline, not after the minute.
+    wait_until(lambda: refcampaign.dribbles_ended, timeout=10, what="the hang-up")
+    assert refcampaign.dribbles_ended[0] - first["at"] < 2 + 2 * 1.0 + 1
 
 
 # --- retry log lines -------------------------------------------------------------------------

@@ -85,6 +85,9 @@ class Scripted:
     body: str = '{"error":"unavailable"}'
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # Seconds between the answer's body bytes (status and headers at once): an answer that
+    # dribbles in, each byte well inside a read timeout, the whole of it far outside.
+    dribble: float = 0.0
 
 
 class RefCampaignHandler(Handler):
@@ -101,10 +104,29 @@ class RefCampaignHandler(Handler):
         if scripted is not None:
             if scripted.delay:
                 time.sleep(scripted.delay)
+            if scripted.dribble:
+                return self.dribble(scripted)
             if scripted.status is not None:
                 self.reply(scripted.status, scripted.body.encode(), scripted.headers)
                 return
         self.answer(body)
+
+    def dribble(self, scripted: Scripted) -> None:
+        """Answer `scripted` a body byte at a time; when the client hangs up, note the time."""
+        body = scripted.body.encode()
+        self.send_response(scripted.status or 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for byte in body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(scripted.dribble)
+        except OSError:
+            pass  # the client hung up
+        with self.server.lock:
+            self.server.dribbles_ended.append(time.time())
 
     def answer(self, raw: bytes) -> None:
         server = self.server
@@ -148,6 +170,7 @@ class RefCampaign(StandInServer):
         self.accepted: list[dict[str, Any]] = []  # first postback of each externalId
         self.conversions: dict[str, dict[str, Any]] = {}
         self.scripted: list[Scripted] = []
+        self.dribbles_ended: list[float] = []
         self.default: Scripted | None = None
         self.arrived = threading.Condition(self.lock)
         self.killer: tuple[str, Callable[[], int | None]] | None = None
@@ -204,6 +227,7 @@ class RefCampaign(StandInServer):
             self.accepted.clear()
             self.conversions.clear()
             self.scripted.clear()
+            self.dribbles_ended.clear()
             self.default = None
             self.killer = None
             self.kills = 0
