@@ -79,6 +79,12 @@ def _since(started: float) -> float:
     return round(time.monotonic() - started, 1)
 
 
+def redis_time(client: redis.Redis) -> float:
+    """Redis's own clock, in seconds: what every due time and lease in the ledger counts by."""
+    seconds, micros = client.time()  # type: ignore[misc]
+    return float(seconds) + float(micros) / 1e6
+
+
 def redis_address(url: str) -> str:
     """Where `url` points, as host:port or a socket path: never its password."""
     parts = urlsplit(url)

@@ -37,7 +37,7 @@ from celery.worker import state as worker_state
 from bridge.delivery.ledger import DUE
 from bridge.delivery.nudges import QUEUE
 from bridge.delivery.stats import STATS, stat
-from bridge.redis_client import REDIS_ERRORS
+from bridge.redis_client import REDIS_ERRORS, redis_time
 from tasks import listener
 from tasks.resources import current_worker
 
@@ -94,9 +94,11 @@ def pool_idle() -> bool:
 
 
 def due_and_queued(app: Celery) -> tuple[int, int]:
-    """Items due now and nudges waiting in the queue: one Redis round trip."""
-    pipe = current_worker(app).ledger.redis.pipeline(transaction=False)
-    pipe.zcount(DUE, "-inf", time.time())
+    """Items due now (by Redis's clock, as every due time is) and nudges waiting in the queue."""
+    client = current_worker(app).ledger.redis
+    now = redis_time(client)
+    pipe = client.pipeline(transaction=False)
+    pipe.zcount(DUE, "-inf", now)
     pipe.llen(QUEUE)
     due, queued = pipe.execute()
     return int(due), int(queued)

@@ -159,7 +159,7 @@ def process_item(worker: Worker, claim: Claim) -> str:
     if not raw:
         bound = bound.bind(externalId=item.get("external_id"))
     try:
-        outcome = _verify(worker, item) if raw else _deliver(worker, item)
+        outcome = _verify(worker, claim) if raw else _deliver(worker, item)
     except Exception as exc:  # noqa: BLE001 — one item's failure must not stop its batch
         bound.exception("attempt_crashed")
         # The exception's type only: its message may quote the item.
@@ -180,19 +180,20 @@ def _deliver(worker: Worker, item: dict[str, str]) -> Outcome:
     return post_conversion(worker.session, worker.settings, json.loads(item["payload"]))
 
 
-def _verify(worker: Worker, item: dict[str, str]) -> Outcome:
+def _verify(worker: Worker, claim: Claim) -> Outcome:
+    item = claim.item
     raw = base64.b64decode(item["raw"])
     if item.get("kind") == intake.PAYPAL_WEBHOOK:
         headers = json.loads(item["headers"])
-        return paypal_api.verify_event(_paypal(worker, item), raw, headers)
+        return paypal_api.verify_event(_paypal(worker, claim), raw, headers)
     return verify_ipn(worker.session, worker.settings, raw)
 
 
-def _paypal(worker: Worker, item: dict[str, str]) -> paypal_api.Api:
-    """PayPal's API for an attempt at `item`, done before its claim's lease runs out."""
-    # The claim set last_attempt_at; a margin keeps the attempt's finish inside the lease.
-    claimed_at = item_number(item, "last_attempt_at", time.time())
-    until = claimed_at + run_lease(worker.settings) - LEASE_MARGIN
+def _paypal(worker: Worker, claim: Claim) -> paypal_api.Api:
+    """PayPal's API for an attempt under `claim`, done before its lease runs out."""
+    # The lease counts by Redis's clock and this by the host's: only its length is shared,
+    # from when the claim came back. A margin keeps the attempt's finish inside the lease.
+    until = claim.at + run_lease(worker.settings) - LEASE_MARGIN
     return paypal_api.Api(worker.session, worker.settings, worker.paypal_tokens, until)
 
 
@@ -223,7 +224,8 @@ def _record(
     if isinstance(outcome, Verified):
         ledger.count(_stat_for(item, "verified"))
         if item.get("kind") == intake.PAYPAL_WEBHOOK:
-            word = verified.after_event(ledger, worker.settings, claim, item, _paypal(worker, item))
+            api = _paypal(worker, claim)
+            word = verified.after_event(ledger, worker.settings, claim, item, api)
             if isinstance(word, RetryLater):  # the order's look-up failed for now
                 attempt = {"last_attempt_at": time.time(), "last_status": word.status or ""}
                 return _retry(worker, claim, item, word, attempt, notes)
@@ -283,7 +285,7 @@ def _retry(
         return _applied(worker.ledger.dead_letter(claim, dead, fields, error), "dead_lettered")
     word = "crashed" if crashed else "retried"
     retried = _stat_for(item, word)
-    finished = worker.ledger.schedule_retry(claim, now + delay, retried, fields, error)
+    finished = worker.ledger.schedule_retry(claim, delay, retried, fields, error)
     if finished:
         notes.update(delay=round(delay, 3), next_attempt_at=_iso(now + delay))
     return _applied(finished, word)

@@ -6,7 +6,7 @@ import math
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -85,6 +85,7 @@ class Claim:
     token: str
     item: dict[str, str]
     died_in: str = ""
+    at: float = field(default_factory=time.time)  # when the claim came back, by this host
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,8 @@ class Ledger:
         (see lua/claim.lua). For a `listener` (its token), a claim that takes nothing registers
         it to be rung by the next item recorded; one that takes work unregisters it.
         """
-        now = time.time()
-        argv: list[Any] = [now, now + lease, new_token(), limit, "1" if took_nudge else "0"]
+        # The times are Redis's (lua/redis_now.lua): "" stands where the script puts its clock.
+        argv: list[Any] = ["", lease, new_token(), limit, "1" if took_nudge else "0"]
         argv += [limit * SCAN_PER_ITEM, MAX_DEATHS, *_DEATH_STATS]
         argv += [listener, LISTEN_WAIT + LISTEN_SLACK, LISTEN_KEYS_TTL_MS, "1" if alone else "0"]
         keys = [DUE, RETRY, NUDGES, SUSPECT, DLQ, STATS, UNDELIVERED, LISTENERS]
@@ -187,7 +188,7 @@ class Ledger:
 
     def nudge(self, batch: int, most: int = MAX_NUDGES) -> int:
         """Queue enough nudges for the work that is due now; how many were queued."""
-        argv: list[Any] = [time.time(), batch]
+        argv: list[Any] = ["", batch]
         for _ in range(most):
             argv += new_ids()
         return int(self._nudge(keys=[DUE, QUEUE, NUDGES], args=argv))
@@ -213,14 +214,15 @@ class Ledger:
     def schedule_retry(
         self,
         claim: Claim,
-        at: float,
+        delay: float,
         counter: str,
         fields: Mapping[str, str | int | float],
         error: str,
     ) -> bool:
-        """Due again at `at`; False when `claim` no longer holds the item."""
+        """Due again `delay` seconds from now by Redis's clock; False when `claim` no longer
+        holds the item."""
         latest: dict[str, str | float] = {"last_error": error, "last_error_at": time.time()}
-        return self._finish(claim, "retry", at, counter, fields, latest=latest)
+        return self._finish(claim, "retry", delay, counter, fields, latest=latest)
 
     def dead_letter(
         self, claim: Claim, counter: str, fields: Mapping[str, str | int | float], error: str
@@ -244,7 +246,7 @@ class Ledger:
         One round trip: redis-py's pipelines ask Redis whether their scripts exist (SCRIPT
         EXISTS) before every execute, a second round trip per attempt.
         """
-        argv: list[Any] = [claim.token, time.time(), outcome, when, counter, len(latest or {})]
+        argv: list[Any] = [claim.token, "", outcome, when, counter, len(latest or {})]
         for name, stat_value in (latest or {}).items():
             argv += [name, stat_value]
         if latency is None:
@@ -264,9 +266,8 @@ class Ledger:
 
     def replay(self, ids: Iterable[str]) -> list[str]:
         """Put dead-lettered items back to work, due now; the ids that were dead-lettered."""
-        now = time.time()
         keys = (DUE, DLQ, UNDELIVERED)
-        return [i for i in ids if self._replay(keys=[item_key(i), *keys], args=[now])]
+        return [i for i in ids if self._replay(keys=[item_key(i), *keys], args=[""])]
 
     def retry_now(self, ids: Iterable[str], claim_batch: int) -> dict[str, str]:
         """Make the scheduled retries among `ids` due now, then nudge the workers.
@@ -280,7 +281,7 @@ class Ledger:
         for start in range(0, len(unique), RETRY_NOW_CHUNK):
             chunk = unique[start : start + RETRY_NOW_CHUNK]
             keys = [item_key(i) for i in chunk]
-            answer = self._retry_now(keys=[DUE, RETRY], args=[time.time(), *keys])
+            answer = self._retry_now(keys=[DUE, RETRY], args=["", *keys])
             words.update(zip(chunk, (_text(w) for w in answer), strict=True))
             if any(_text(w) == "now" for w in answer):
                 self.nudge(claim_batch)
@@ -337,7 +338,7 @@ def _enqueue_call(
 ) -> tuple[list[str], list[Any]]:
     """The keys and arguments of lua/enqueue.lua for one item, each call with fresh nudge ids
     (a listener's bell, when one waits, takes the nudge's place)."""
-    argv: list[Any] = [time.time(), SEEN_TTL, *stats, *new_ids(), MAX_NUDGES, LISTEN_KEYS_TTL_MS]
+    argv: list[Any] = ["", SEEN_TTL, *stats, *new_ids(), MAX_NUDGES, LISTEN_KEYS_TTL_MS]
     argv += remember.args()
     for name, value in fields.items():
         argv += [name, value]

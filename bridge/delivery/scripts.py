@@ -26,6 +26,8 @@ def _load(name: str) -> str:
         body = _NUDGE_MESSAGE + body
     if "\nremember(" in body:
         body = _REMEMBER + body
+    if "redis_now()" in body:
+        body = _REDIS_NOW + body
     return body
 
 
@@ -35,6 +37,7 @@ _NUDGE_MESSAGE = (
     .replace("@NUDGE_TEMPLATE@", TEMPLATE)
 )
 _REMEMBER = (_FOLDER / "remember.lua").read_text(encoding="utf-8")
+_REDIS_NOW = (_FOLDER / "redis_now.lua").read_text(encoding="utf-8")
 ENQUEUE = _load("enqueue")
 CLAIM = _load("claim")
 NUDGE = _load("nudge")

@@ -10,6 +10,7 @@ from bridge.catchup.run import last_runs
 from bridge.delivery.intake import PAYPAL_WEBHOOK
 from bridge.delivery.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger, item_key
 from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, parse_stat, totals
+from bridge.redis_client import redis_time
 
 # The counters of attempts: postbacks, IPN verifications, PayPal REST event verifications.
 ATTEMPT_COUNTERS = ("postbacks", "verifications", WEBHOOK_VERIFICATIONS)
@@ -18,7 +19,8 @@ OVERDUE_AFTER = 5.0
 
 
 def _snapshot(ledger: Ledger) -> tuple[dict[str, str], dict[str, float | None]]:
-    r, now = ledger.redis, time.time()
+    r = ledger.redis
+    now = redis_time(r)  # due times and ages by Redis's clock, as the ledger keeps them
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(STATS)
     pipe.zcount(DUE, "-inf", now)

@@ -1,5 +1,5 @@
 -- KEYS: due, retry, nudges, suspect, dlq, stats, undelivered, listeners.
--- ARGV: now, lease_until, token_prefix, limit, took_nudge, scan, max_deaths,
+-- ARGV: now (replaced by Redis's clock), lease (seconds), token_prefix, limit, took_nudge, scan, max_deaths,
 --       died_stat, dead_stat (conversions), died_stat, dead_stat (IPN messages),
 --       died_stat, dead_stat (PayPal REST webhook events), listener, listen_for (seconds),
 --       listeners_ttl_ms, alone ('1': a suspect may be claimed).
@@ -25,6 +25,8 @@
 if ARGV[5] == '1' and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
   redis.call('DECR', KEYS[3])
 end
+ARGV[1] = redis_now()
+ARGV[2] = string.format('%.6f', tonumber(ARGV[1]) + tonumber(ARGV[2]))
 local now = tonumber(ARGV[1])
 
 -- Not HINCRBY: a corrupt count would stop the script halfway, its batch half claimed.

@@ -1,5 +1,5 @@
 -- KEYS: item, due, seen, stats, undelivered, queue, nudges, listeners, bell prefix.
--- ARGV: now, seen_ttl, accepted_stat, duplicate_stat, nudge_id, nudge_tag, max_nudges,
+-- ARGV: now (replaced by Redis's clock), seen_ttl, accepted_stat, duplicate_stat, nudge_id, nudge_tag, max_nudges,
 --       bell_ttl_ms, memory count n, customer pointer count c, n memory triples (the last c
 --       of them customer pointers), field, value, ...
 -- Records the item, due now, and wakes a worker for it, in one atomic step: a listener waiting
@@ -12,6 +12,7 @@
 -- duplicate's customer pointers only where there are none: a resend of an older sale must not
 -- take the customer back from a newer one.
 -- Uses nudge_message (nudge_message.lua) and remember (remember.lua).
+ARGV[1] = redis_now()
 local remembered, customers = tonumber(ARGV[9]), tonumber(ARGV[10])
 local pointers = 11 + 3 * (remembered - customers)
 remember(ARGV, 11, remembered - customers, false)

@@ -1,14 +1,18 @@
 -- KEYS: item, due, dlq, stats, retry, undelivered, suspect.
--- ARGV: token, now, outcome, when, stat, n, (stats field, value) × n,
+-- ARGV: token, now (replaced by Redis's clock), outcome, when, stat, n, (stats field, value) × n,
 --       latency, latency bucket field, latency sum field, latency count field ('' × 4: none),
 --       field, value, ...
--- outcome: 'retry' (only for the current claim; `when` = next due time), 'done' (delivered /
+-- outcome: 'retry' (only for the current claim; `when` = seconds until it is due again), 'done' (delivered /
 -- verified / rejected; `when` = seconds to keep the item for duplicate detection), 'dead'
 -- (dead-letter). A 'done' from a stale claim still counts: the postback happened.
 -- Every applied outcome clears `in_flight` (the attempt ended: its worker did not die under it)
 -- and frees the suspect slot if this item held it (see claim.lua).
 -- The attempt's own stats (the last error, the delivery latency) are written whatever the
 -- outcome does to the item, in the same round trip.
+ARGV[2] = redis_now()
+if ARGV[3] == 'retry' then
+  ARGV[4] = string.format('%.6f', tonumber(ARGV[2]) + tonumber(ARGV[4]))
+end
 local n = tonumber(ARGV[6])
 if n > 0 then redis.call('HSET', KEYS[4], unpack(ARGV, 7, 6 + 2 * n)) end
 local latency = 7 + 2 * n

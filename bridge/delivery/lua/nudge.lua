@@ -1,6 +1,7 @@
--- KEYS: due, queue, nudges.  ARGV: now, batch, nudge_id, nudge_tag, nudge_id, nudge_tag, ...
+-- KEYS: due, queue, nudges.  ARGV: now (replaced by Redis's clock), batch, nudge_id, nudge_tag, nudge_id, nudge_tag, ...
 -- The sweeper's nudge: enough nudges queued for the work that is due (lost ones replaced).
 -- Uses nudge_message (nudge_message.lua).
+ARGV[1] = redis_now()
 local due = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1])
 local queued = redis.call('LLEN', KEYS[2])
 redis.call('SET', KEYS[3], queued)

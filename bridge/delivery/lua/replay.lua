@@ -1,4 +1,6 @@
--- KEYS: item, due, dlq, undelivered.  ARGV: now.  Puts a dead-lettered item back to work now.
+-- KEYS: item, due, dlq, undelivered.  ARGV: now (replaced by Redis's clock).  Puts a
+-- dead-lettered item back to work now.
+ARGV[1] = redis_now()
 if redis.call('ZSCORE', KEYS[3], KEYS[1]) == false then return 0 end
 redis.call('ZREM', KEYS[3], KEYS[1])
 redis.call('HSET', KEYS[1], 'status', 'pending', 'window_start', ARGV[1], 'next_due', ARGV[1],

@@ -1,9 +1,10 @@
--- KEYS: due, retry.  ARGV: now, key, key, ...
+-- KEYS: due, retry.  ARGV: now (replaced by Redis's clock), key, key, ...
 -- Makes scheduled retries due now. Only an item waiting in `retry` is moved: a claim takes it
 -- out of there, so an item whose attempt is running (leased, due at its lease's end) is never
 -- pulled forward into a second, concurrent attempt.
 -- Returns one word per key: 'now' (was a scheduled retry, due now), 'missing', the status of
 -- an item no longer pending, 'running' (an attempt holds it), 'due' (already due).
+ARGV[1] = redis_now()
 local now = tonumber(ARGV[1])
 local out = {}
 for i = 2, #ARGV do

@@ -1,0 +1,51 @@
+"""Every score, lease and due time comes from Redis's clock, never from the calling host's: a
+worker whose clock runs 30 s ahead takes no live lease and schedules no retry early (issue 23,
+finding 2)."""
+
+from __future__ import annotations
+
+import time
+import types
+
+import pytest
+import redis
+
+from bridge.delivery import ledger as ledger_module
+from bridge.delivery.ledger import DUE, Ledger, item_key
+from bridge.redis_client import redis_time
+
+AHEAD = 30.0
+
+
+def run_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on this process's clock, as the ledger reads it, runs AHEAD seconds fast."""
+    fast = types.SimpleNamespace(time=lambda: time.time() + AHEAD, monotonic=time.monotonic)
+    monkeypatch.setattr(ledger_module, "time", fast)
+
+
+@pytest.fixture()
+def ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    run_ahead(monkeypatch)
+
+
+def test_a_host_whose_clock_runs_ahead_takes_no_live_lease(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = Ledger(redis.Redis.from_url(redis_url))
+    ledger.enqueue("it_lease", "rb:seen:test:lease", {"kind": "conversion"})
+    [first] = ledger.claim(lease=20, limit=1).claims  # a host with the right time: 20 s
+    run_ahead(monkeypatch)  # another host, 30 s fast, looks for due work
+    assert ledger.claim(lease=20, limit=1).claims == []  # the lease is still live
+    assert first.item_id == "it_lease"
+
+
+def test_due_times_and_retries_count_by_redis(redis_url: str, ahead: None) -> None:
+    client = redis.Redis.from_url(redis_url)
+    ledger = Ledger(client)
+    ledger.enqueue("it_due", "rb:seen:test:due", {"kind": "conversion"})
+    assert abs(float(client.zscore(DUE, item_key("it_due")) or 0) - redis_time(client)) < 2
+    [claim] = ledger.claim(lease=20, limit=1).claims
+    assert ledger.schedule_retry(claim, 5, "", {}, "503")
+    due = float(client.zscore(DUE, item_key("it_due")) or 0)
+    assert 4 < due - redis_time(client) <= 5  # 5 s from Redis's now, not 35
+    assert ledger.claim(lease=20, limit=1).claims == []  # not due yet
