@@ -60,6 +60,7 @@ class BenchRefCampaign(RefCampaign):
         self.accepted = []
         self.conversions = {}
         self.scripted = []
+        self.dribbles_ended = []
         self.default = None
         self.arrived = threading.Condition(self.lock)
         self.killer = None  # RefCampaign.kill_on: the tests' worker-killing switch, off here

@@ -111,8 +111,7 @@ for i, key in ipairs(keys) do
 end
 if ARGV[14] ~= '' then
   if held == 0 then
-    local clock = redis.call('TIME')
-    local lapses = tonumber(clock[1]) + tonumber(clock[2]) / 1e6 + tonumber(ARGV[15])
+    local lapses = now + tonumber(ARGV[15])
     redis.call('ZADD', KEYS[8], lapses, ARGV[14])
     redis.call('PEXPIRE', KEYS[8], ARGV[16])
   else

@@ -11,27 +11,26 @@
 -- too, so a resend or a catch-up of an event recorded before memory existed fills it in; but a
 -- duplicate's customer pointers only where there are none: a resend of an older sale must not
 -- take the customer back from a newer one.
--- Uses nudge_message (nudge_message.lua) and remember (remember.lua).
+-- Uses nudge_message (nudge_message.lua), remember (remember.lua) and redis_now (redis_now.lua).
 ARGV[1] = redis_now()
 local remembered, customers = tonumber(ARGV[9]), tonumber(ARGV[10])
 local pointers = 11 + 3 * (remembered - customers)
-remember(ARGV, 11, remembered - customers, false)
+remember(ARGV, 11, remembered - customers, false, ARGV[1])
 local fields = 11 + 3 * remembered
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then
-  remember(ARGV, pointers, customers, true)
+  remember(ARGV, pointers, customers, true, ARGV[1])
   redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
   if ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[4], 1) end
   return 0
 end
-remember(ARGV, pointers, customers, false)
+remember(ARGV, pointers, customers, false, ARGV[1])
 redis.call('HSET', KEYS[1], 'status', 'pending', 'attempts', 0, 'token', '',
   'created_at', ARGV[1], 'window_start', ARGV[1], 'next_due', ARGV[1], unpack(ARGV, fields))
 redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1])
 redis.call('ZADD', KEYS[5], ARGV[1], KEYS[1])
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[3], 1) end
-local clock = redis.call('TIME')
-redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', tonumber(clock[1]) + tonumber(clock[2]) / 1e6)
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', ARGV[1])
 local rung = redis.call('ZPOPMAX', KEYS[8])
 if #rung > 0 then
   local bell = KEYS[9] .. rung[1]
