@@ -25,6 +25,8 @@ NUDGES = "rb:nudges"
 REJECTED = "rb:rejected"
 # "<lease end> <item key>" of the one suspect in flight (see lua/claim.lua).
 SUSPECT = "rb:suspect"
+# Suspects put back behind the one in flight, made due again when it frees the slot.
+SUSPECTS_WAITING = "rb:suspects:waiting"
 # Listeners waiting for work (sorted set: token, scored by when the registration lapses), and
 # the prefix of each one's bell, a list named by its token (see lua/claim.lua,
 # lua/enqueue.lua, tasks/listener.py).
@@ -170,7 +172,7 @@ class Ledger:
         argv: list[Any] = ["", lease, new_token(), limit, "1" if took_nudge else "0"]
         argv += [limit * SCAN_PER_ITEM, MAX_DEATHS, *_DEATH_STATS]
         argv += [listener, LISTEN_WAIT + LISTEN_SLACK, LISTEN_KEYS_TTL_MS, "1" if alone else "0"]
-        keys = [DUE, RETRY, NUDGES, SUSPECT, DLQ, STATS, UNDELIVERED, LISTENERS]
+        keys = [DUE, RETRY, NUDGES, SUSPECT, DLQ, STATS, UNDELIVERED, LISTENERS, SUSPECTS_WAITING]
         flat = self._claim(keys=keys, args=argv)
         claimed = Claimed([], [])
         for key, token, fields, died_in in zip(*(flat[i::4] for i in range(4)), strict=True):
@@ -257,11 +259,12 @@ class Ledger:
         for name, value in fields.items():
             argv += [name, value]
         keys = [item_key(claim.item_id), DUE, DLQ, STATS, RETRY, UNDELIVERED, SUSPECT]
+        keys += [SUSPECTS_WAITING]
         return bool(self._finish_script(keys=keys, args=argv))
 
     def discard(self, claim: Claim, seen: str, counter: str = "") -> bool:
         """Delete a pending item, keeping only its `seen` marker for KEEP_INVALID seconds."""
-        keys = [item_key(claim.item_id), DUE, UNDELIVERED, STATS, seen, SUSPECT]
+        keys = [item_key(claim.item_id), DUE, UNDELIVERED, STATS, seen, SUSPECT, SUSPECTS_WAITING]
         return bool(self._drop(keys=keys, args=[counter, KEEP_INVALID]))
 
     def replay(self, ids: Iterable[str]) -> list[str]:

@@ -28,6 +28,8 @@ def _load(name: str) -> str:
         body = _REMEMBER + body
     if "redis_now()" in body:
         body = _REDIS_NOW + body
+    if "free_slot(" in body:
+        body = _FREE_SLOT + body
     return body
 
 
@@ -38,6 +40,7 @@ _NUDGE_MESSAGE = (
 )
 _REMEMBER = (_FOLDER / "remember.lua").read_text(encoding="utf-8")
 _REDIS_NOW = (_FOLDER / "redis_now.lua").read_text(encoding="utf-8")
+_FREE_SLOT = (_FOLDER / "free_slot.lua").read_text(encoding="utf-8")
 ENQUEUE = _load("enqueue")
 CLAIM = _load("claim")
 NUDGE = _load("nudge")

@@ -1,4 +1,4 @@
--- KEYS: due, retry, nudges, suspect, dlq, stats, undelivered, listeners.
+-- KEYS: due, retry, nudges, suspect, dlq, stats, undelivered, listeners, suspects waiting.
 -- ARGV: now (replaced by Redis's clock), lease (seconds), token_prefix, limit, took_nudge, scan, max_deaths,
 --       died_stat, dead_stat (conversions), died_stat, dead_stat (IPN messages),
 --       died_stat, dead_stat (PayPal REST webhook events), listener, listen_for (seconds),
@@ -36,12 +36,14 @@ local function count(key, field)
   return n
 end
 
--- Free when empty, expired (its holder's lease ran out) or held by `key` itself.
-local function slot_free(key)
+-- nil when the slot is free: empty, expired (its holder's lease ran out) or held by `key`
+-- itself; else the end of its holder's lease.
+local function slot_taken_until(key)
   local held = redis.call('GET', KEYS[4])
-  if not held then return true end
+  if not held then return nil end
   local lease_end, holder = string.match(held, '^(%S+) (.*)$')
-  return holder == key or not tonumber(lease_end) or tonumber(lease_end) <= now
+  if holder == key or not tonumber(lease_end) or tonumber(lease_end) <= now then return nil end
+  return tonumber(lease_end)
 end
 
 local function claim(key, i, in_flight)
@@ -62,20 +64,23 @@ local function dead_letter(key, deaths, stat)
   redis.call('HSET', key, 'status', 'dead', 'dead_at', ARGV[1], 'reason', 'worker_died',
     'last_error', error, 'token', '')
   redis.call('HDEL', key, 'in_flight')
-  if string.match(redis.call('GET', KEYS[4]) or '', ' (.*)$') == key then
-    redis.call('DEL', KEYS[4])
-  end
+  free_slot(KEYS[4], KEYS[9], KEYS[1], key)
   redis.call('HINCRBY', KEYS[6], stat, 1)
   redis.call('HSET', KEYS[6], 'last_error', error, 'last_error_at', ARGV[1])
 end
 
-local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[6])
+-- Suspects sort first (their lease ran out before fresh work came due), and only one runs at
+-- a time. A suspect met while another holds the slot is put back, out of the way, until that
+-- one's lease ends, and noted in `waiting`: free_slot makes it due again the moment the slot is
+-- freed. The scan goes on past it (up to PAGES pages of `scan` keys), so fresh work behind any
+-- number of suspects is taken, never held back while they drain one by one.
+local PAGES = 4
 local limit, taken, held, out = tonumber(ARGV[4]), 0, 0, {}
-for i, key in ipairs(keys) do
-  if taken >= limit then break end
+local function take(i, key)
   local state = redis.call('HMGET', key, 'status', 'in_flight', 'kind')
   if state[1] ~= 'pending' then
     redis.call('ZREM', KEYS[1], key)
+    return 'moved'
   elseif not state[2] then
     local token = claim(key, i, 'batch')
     taken = taken + 1
@@ -84,7 +89,14 @@ for i, key in ipairs(keys) do
     table.insert(out, token)
     table.insert(out, redis.call('HGETALL', key))
     table.insert(out, '')
-  elseif taken == 0 and ARGV[17] == '1' and slot_free(key) then
+    return 'moved'
+  end
+  local busy_until = slot_taken_until(key)
+  if busy_until then
+    redis.call('ZADD', KEYS[1], busy_until, key)
+    redis.call('SADD', KEYS[9], key)
+    return 'moved'
+  elseif taken == 0 and ARGV[17] == '1' then
     local died, dead = ARGV[8], ARGV[9]
     if state[3] == 'ipn' then died, dead = ARGV[10], ARGV[11] end
     if state[3] == 'paypal_webhook' then died, dead = ARGV[12], ARGV[13] end
@@ -106,8 +118,25 @@ for i, key in ipairs(keys) do
     table.insert(out, token)
     table.insert(out, redis.call('HGETALL', key))
     table.insert(out, state[2])
-    if token ~= '' then break end
+    if token ~= '' then return 'alone' end
+    return 'moved'
   end
+  return 'left'
+end
+local i = 0
+for _ = 1, PAGES do
+  local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[6])
+  local left, stop = 0, false
+  for _, key in ipairs(keys) do
+    if taken >= limit then stop = true break end
+    i = i + 1
+    local what = take(i, key)
+    if what == 'alone' then stop = true break end
+    if what == 'left' then left = left + 1 end
+  end
+  -- Done when this page was the last, or what it left stays in range (a next page would
+  -- start over the same keys).
+  if stop or #keys < tonumber(ARGV[6]) or left > 0 then break end
 end
 if ARGV[14] ~= '' then
   if held == 0 then

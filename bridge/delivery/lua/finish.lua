@@ -1,4 +1,4 @@
--- KEYS: item, due, dlq, stats, retry, undelivered, suspect.
+-- KEYS: item, due, dlq, stats, retry, undelivered, suspect, suspects waiting.
 -- ARGV: token, now (replaced by Redis's clock), outcome, when, stat, n, (stats field, value) × n,
 --       latency, latency bucket field, latency sum field, latency count field ('' × 4: none),
 --       field, value, ...
@@ -51,6 +51,5 @@ for i = first, #ARGV, 2 do
 end
 if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
 redis.call('HDEL', KEYS[1], 'in_flight')
-local held = redis.call('GET', KEYS[7])
-if held and string.sub(held, -#KEYS[1] - 1) == ' ' .. KEYS[1] then redis.call('DEL', KEYS[7]) end
+free_slot(KEYS[7], KEYS[8], KEYS[2], KEYS[1])
 return 1
