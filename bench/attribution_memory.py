@@ -109,7 +109,7 @@ def measure(kind: str, make: Any, sales: int) -> dict[str, Any]:
                     handles += len(sale.handles.payment) + (
                         0 if sale.attributed_from else len(sale.handles.customer)
                     )
-                    remember(args=[len(found), *writes.args()[2:]], client=pipe)
+                    remember(args=writes.args(), client=pipe)
                     if start == 0 and len(sample) < 1000:
                         sample.append(sale)
                 pipe.execute()

@@ -107,28 +107,22 @@ def _take_page(
         summary.reached = min(e.created for e in page)
     counts: Counter[str] = Counter({stat(COUNTER, provider=provider, outcome="seen"): len(page)})
     conversions: list[tuple[Conversion, str]] = []
-    # Oldest first, as they happened: a renewal then finds what its subscription's checkout,
-    # recorded just before it, left to remember.
-    for event in reversed(page):
+    for event in reversed(page):  # oldest first, as they happened
         mapped = source.map(event)
         if isinstance(mapped, Ignored):
             summary.ignored[mapped.reason] += 1
             counts[stat(COUNTER, provider=provider, outcome="ignored", reason=mapped.reason)] += 1
-        elif len(waiting) < MAX_WAITING and _waits_for_memory(ledger, mapped, summary.dry_run):
-            waiting.append((mapped, event.event_id))
-        else:
+        elif summary.dry_run:  # its preview reads memory itself, without writing
             conversions.append((mapped, event.event_id))
+        else:
+            # Attributed here, once: a payment memory still has nothing for waits for the end.
+            mapped = ledger.memory.attribute(mapped)
+            wait = len(waiting) < MAX_WAITING and memory.asks_memory(mapped)
+            (waiting if wait else conversions).append((mapped, event.event_id))
     if summary.dry_run:
         _preview(ledger, provider, conversions, summary)
         return
     _record(ledger, provider, conversions, summary, counts)
-
-
-def _waits_for_memory(ledger: Ledger, conversion: Conversion, dry_run: bool) -> bool:
-    """True for a payment that needs remembered ids memory does not have yet (a read only)."""
-    if dry_run or not memory.asks_memory(conversion):
-        return False
-    return ledger.memory.recall(conversion.handles.customer, refresh=False) is None
 
 
 def _record(

@@ -167,8 +167,7 @@ class Memory:
 
     def remember(self, conversion: Conversion) -> None:
         """Remember `conversion` without recording it for delivery (a PayPal sign-up's ids)."""
-        writes = entries(conversion)
-        self._remember(args=[len(writes.entries + writes.customers), *writes.args()[2:]])
+        self._remember(args=entries(conversion).args())
 
     def trim(self, buckets: int) -> int:
         """Delete the expired entries of the next `buckets` buckets; how many were deleted."""

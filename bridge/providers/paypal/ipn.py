@@ -128,6 +128,7 @@ class TrackingIds(NamedTuple):
 _SESSION_PAIRS = ("rcsid", "refcampaign_session", "sessionId")
 _CLICK_PAIRS = ("cid", "clickId")
 _AFFILIATE_PAIRS = ("affiliateCode",)
+_ID_PAIRS = (_SESSION_PAIRS, _CLICK_PAIRS, _AFFILIATE_PAIRS)
 
 
 def parse_custom(value: str) -> TrackingIds:
@@ -145,9 +146,6 @@ def parse_custom(value: str) -> TrackingIds:
     return TrackingIds(
         *(next((pairs[k] for k in keys if pairs.get(k)), None) for keys in _ID_PAIRS)
     )
-
-
-_ID_PAIRS = (_SESSION_PAIRS, _CLICK_PAIRS, _AFFILIATE_PAIRS)
 
 
 def tracking_ids(custom: str) -> TrackingIds:
@@ -171,7 +169,7 @@ def map_ipn(
             return Ignored(_status_reason(status), status[:40])
         return _map_sale(fields)
     if txn_type == "subscr_signup":
-        return _map_signup(fields, recurring)
+        return _map_signup(fields)
     if not txn_type and status and status != "Completed":
         # Refunds, reversals and their cancellations come without a txn_type.
         return Ignored(_status_reason(status), status[:40])
@@ -192,7 +190,7 @@ def _map_sale(fields: Mapping[str, str]) -> MappingResult:
     return _conversion(fields, txn_id, "SALE", amount)
 
 
-def _map_signup(fields: Mapping[str, str], recurring: bool) -> MappingResult:
+def _map_signup(fields: Mapping[str, str]) -> MappingResult:
     subscr_id = fields.get("subscr_id", "").strip()
     if not _is_free_trial(fields.get("mc_amount1")):
         # The sign-up is no sale, but its `custom` names the affiliate its payments (which

@@ -153,7 +153,7 @@ def _conversion(
         click_id=_attribution(sources, CLICK_ID_KEYS),
         affiliate_code=_attribution(sources, AFFILIATE_CODE_KEYS),
         customer_email_hash=email_hash(email) if email else None,
-        customer_id=_customer_id(obj.get("customer")),
+        customer_id=_id_of(obj.get("customer")),
         converted_at=converted_at,
         custom_params=_custom_params(metadata),
         metadata=_conversion_metadata(event, metadata),
@@ -288,11 +288,6 @@ def _customer_email(obj: Mapping[str, Any]) -> str | None:
     details = obj.get("customer_details")
     from_details = _text(details.get("email")) if isinstance(details, Mapping) else None
     return from_details or _first_text(obj, ("customer_email", "receipt_email"))
-
-
-def _customer_id(customer: object) -> str | None:
-    """The Stripe customer id, whether the field holds the id or the expanded customer."""
-    return _id_of(customer)
 
 
 def _custom_params(metadata: Mapping[str, Any]) -> dict[str, str]:
