@@ -13,17 +13,17 @@ import celery.apps.worker as celery_worker
 from celery import Celery, signals
 from celery.worker.consumer import consumer as celery_consumer
 
-from bridge.delivery.nudges import QUEUE
+from bridge.delivery.publish import QUEUE
 from bridge.logs import configure_logging
 from bridge.ops.readiness import WORKER_READY_TTL, worker_ready_key
 from bridge.redis_client import REDIS_ERRORS, Reachability, connect, reachability
 from config import Settings
-from tasks import catchup, listener, process, sweeper, watchdog
+from tasks import catchup, deliver, sweeper, watchdog
 
 # Celery's own INFO line per task ("Task … received" in the main process, "… succeeded in …"
-# in the pool process): two lines per nudge that add nothing to the `attempt_finished` lines,
-# and at a steady rate about one nudge runs per conversion (bench/NOTES.md). Their warnings
-# and errors (a task that raised) are still logged.
+# in the pool process): two lines per delivery that add nothing to its `attempt_finished` line
+# (Flower and task events show each task and its result). Their warnings and errors (a task
+# that raised) are still logged.
 _PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 
 
@@ -59,11 +59,10 @@ def make_celery(settings: Settings) -> Celery:
     )
     app.conf.refbridge_settings = settings
     _quiet_broker_retries(reachability(settings.redis_url or ""))
-    process.register(app)
+    deliver.register(app)
     sweeper.install(app)
     watchdog.install(app)
     catchup.install(app)
-    listener.install(app)
     return app
 
 
@@ -130,10 +129,8 @@ _celery_on_consumer_ready = celery_worker.Worker.on_consumer_ready
 
 def _on_consumer_ready(self: Any, consumer: Any) -> None:
     """Celery's own (the worker_ready signal, then its "ready." line), then the announcement
-    `refbridge run` waits for: after that line, so its own ready line never comes first. The
-    pool's listeners take work from now on (tasks/listener.py)."""
+    `refbridge run` waits for: after that line, so its own ready line never comes first."""
     _celery_on_consumer_ready(self, consumer)
-    listener.open_gate(True)
     _announce_ready(consumer)
 
 

@@ -4,7 +4,7 @@ one worker at a time (bridge/catchup/schedule.py).
 
 A thread rather than a task the sweeper queues: a run lasts minutes over a large window and
 would hold a pool process that deliveries need, and a task could sit behind a backlog of
-nudges; the Redis lock, not Celery, decides which worker runs it.
+deliveries; the Redis lock, not Celery, decides which worker runs it.
 """
 
 from __future__ import annotations

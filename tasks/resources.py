@@ -9,9 +9,10 @@ from typing import Any
 
 from celery import Celery
 
-from bridge.delivery.attempts import BATCH, Worker
+from bridge.delivery.attempts import Worker
 from bridge.delivery.http_client import new_session
 from bridge.delivery.ledger import Ledger
+from bridge.delivery.publish import BATCH, publisher
 from bridge.redis_client import connect
 from config import Settings
 
@@ -22,25 +23,21 @@ _lock = threading.Lock()
 os.register_at_fork(after_in_child=_lock._at_fork_reinit)  # type: ignore[attr-defined]
 
 
-# A pool process runs a task's batch and its listener's batch (tasks/listener.py) at once.
-ATTEMPTS_AT_ONCE = 2 * BATCH
-
-
 def current_worker(app: Celery) -> Worker:
     """This process's Worker: Redis client and HTTP session made after fork, once per pid."""
     with _lock:
         if _local.get("pid") != os.getpid():
             settings: Settings = app.conf.refbridge_settings
+            url = settings.redis_url or ""
             _local["worker"] = Worker(
                 ledger=Ledger(
-                    connect(settings.redis_url or "", watched=True),
+                    connect(url, watched=True),
                     settings.attribution_memory_days,
+                    publisher(url).deliver,
                 ),
-                session=new_session(pool_size=ATTEMPTS_AT_ONCE),
+                session=new_session(pool_size=BATCH),
                 settings=settings,
-                threads=ThreadPoolExecutor(
-                    max_workers=ATTEMPTS_AT_ONCE, thread_name_prefix="attempt"
-                ),
+                threads=ThreadPoolExecutor(max_workers=BATCH, thread_name_prefix="attempt"),
             )
             _local["pid"] = os.getpid()
         worker: Worker = _local["worker"]

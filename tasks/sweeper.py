@@ -1,13 +1,15 @@
-"""The sweeper: a thread in each worker's main process that nudges workers about due items.
+"""The sweeper: a thread in each worker's main process that publishes tasks for due items.
+
+The web publishes a task for each item it records; the sweeper publishes for due work nobody
+took. It is what makes retries happen on time (the ledger, not a Celery ETA, says when), runs
+replays, and recovers work whose message was lost (a crash between record and publish, a
+worker killed with SIGKILL holding messages it had not started) or whose worker died
+mid-attempt (the claim's lease runs out and the item is due again): every second it publishes
+a task for each BATCH of fresh due items, and one for each suspect alone. Several workers may
+sweep at once: the sweep script marks what it hands out, so each item is published once.
 
 It also trims the attribution memory of entries nobody used for ATTRIBUTION_MEMORY_DAYS, a few
 buckets each sweep (bridge/delivery/memory.py): every bucket about every quarter of an hour.
-
-It is what makes retries happen on time and what recovers work whose nudge was lost (a worker
-killed with SIGKILL, a message dropped while Redis restarted) or whose worker died mid-attempt
-(the claim's lease runs out and the item is due again): every second it queues enough nudges
-for the items that are due. Several workers may sweep at once; claims are atomic, so each
-item goes to exactly one attempt at a time.
 """
 
 from __future__ import annotations
@@ -19,27 +21,34 @@ import redis
 import structlog
 from celery import Celery, bootsteps
 
-from bridge.delivery.attempts import BATCH
+from bridge.delivery.publish import BATCH
 from bridge.redis_client import REDIS_ERRORS, reachability
 from tasks.resources import current_worker
 
 INTERVAL = 1.0
+# Due items handed out per sweep, at most: a backlog of retries come due goes out over seconds.
+SWEEP_LIMIT = 100 * BATCH
 # 16384 buckets, 16 a sweep: a whole pass in about 17 minutes, fewer with several workers.
 TRIM_BUCKETS = 16
 log = structlog.get_logger("refbridge.sweeper")
 
 
 def sweep_once(app: Celery) -> int:
-    """Queue enough nudges for the items that are due, then trim memory; how many were queued."""
+    """Publish tasks for the items due that no task has taken, then trim memory; how many
+    tasks were published."""
     ledger = current_worker(app).ledger
-    nudged = ledger.nudge(BATCH)
+    fresh, suspects = ledger.sweep(SWEEP_LIMIT)
+    batches = [fresh[start : start + BATCH] for start in range(0, len(fresh), BATCH)]
+    batches += [[suspect] for suspect in suspects]
+    for batch in batches:
+        ledger.publish(batch)
     try:
         ledger.memory.trim(TRIM_BUCKETS)
     except redis.exceptions.ResponseError as exc:  # an error answer, not an outage: say it
         log.warning("memory_trim_failed", error=str(exc)[:200])
-    if nudged:
-        log.info("swept", nudges=nudged)
-    return nudged
+    if batches:
+        log.info("swept", items=len(fresh), suspects=len(suspects), tasks=len(batches))
+    return len(batches)
 
 
 class Sweeper(bootsteps.StartStopStep):

@@ -1,14 +1,17 @@
-"""The stuck-consumer watchdog: a worker that no longer takes nudges notices and recovers.
+"""The stuck-consumer watchdog: a worker that no longer takes tasks notices and recovers.
 
 Celery's consumer can stop taking messages after a broker reconnect while the process lives on
 and logs "Connected to redis" (celery/celery#8030, #8091, #8990). The ledger keeps the work
 safe, but nothing is delivered until the worker is restarted. A thread in the worker's main
-process looks every CHECK_EVERY seconds (one Redis round trip): when items are due, nudges wait
-in the queue and this worker's own pool is idle, yet it has received nothing for STALL seconds,
-its consumer is stuck, and it exits with EXIT_STUCK so that its supervisor starts a fresh one.
-A healthy idle worker takes a waiting nudge within milliseconds, so only a worker that could
-take the work and does not is called stuck: a busy worker (its pool has work), items leased to
-another worker (not due) and a fresh worker (the clock starts when the watchdog does) are not.
+process looks every CHECK_EVERY seconds (one Redis round trip): when tasks wait in the queue
+and this worker's own pool is idle, yet it has received nothing for STALL seconds, its consumer
+is stuck, and it exits with EXIT_STUCK so that its supervisor starts a fresh one. A healthy
+idle worker takes a waiting task within milliseconds, so only a worker that could take the
+work and does not is called stuck: a busy worker (its pool has work) and a fresh worker (the
+clock starts when the watchdog does) are not.
+
+An operator drains a worker with a warm shutdown (SIGTERM, `celery control shutdown`), which
+the watchdog never sees as stuck; `cancel_consumer` is how the heal tests make a stuck one.
 
 Why exit rather than resume consuming in place: both were tried against a live worker. After
 `celery control cancel_consumer refbridge`, asking the worker to `add_consumer` its own queue
@@ -34,15 +37,13 @@ import structlog
 from celery import Celery, bootsteps, signals
 from celery.worker import state as worker_state
 
-from bridge.delivery.ledger import DUE
-from bridge.delivery.nudges import QUEUE
+from bridge.delivery.publish import QUEUE
 from bridge.delivery.stats import STATS, stat
-from bridge.redis_client import REDIS_ERRORS, redis_time
-from tasks import listener
+from bridge.redis_client import REDIS_ERRORS
 from tasks.resources import current_worker
 
 CHECK_EVERY = 5.0
-# Work due and nudged, an idle pool, nothing received: this long and the consumer is stuck.
+# Tasks waiting, an idle pool, nothing received: this long and the consumer is stuck.
 # Longer than kombu's longest wait between reconnection attempts (30 s, after a long outage), so
 # a consumer still on its way back is left to it; short enough to act within a minute (STALL
 # plus one CHECK_EVERY).
@@ -57,7 +58,6 @@ log = structlog.get_logger("refbridge.watchdog")
 class Sighting:
     """What one check saw."""
 
-    due: int
     queued: int
     idle: bool
     since_taken: float
@@ -75,9 +75,9 @@ class StallWatch:
         """The consumer received a task: it is consuming."""
         self.last_taken = now
 
-    def check(self, now: float, due: int, queued: int, idle: bool) -> Sighting | None:
+    def check(self, now: float, queued: int, idle: bool) -> Sighting | None:
         """The sighting when the consumer is stuck, else None."""
-        if not (due > 0 and queued > 0 and idle):
+        if not (queued > 0 and idle):
             self._waiting_since = None
             return None
         if self._waiting_since is None:
@@ -85,7 +85,7 @@ class StallWatch:
         since = now - max(self._waiting_since, self.last_taken)
         if since < self.stall:
             return None
-        return Sighting(due, queued, idle, round(now - self.last_taken, 1))
+        return Sighting(queued, idle, round(now - self.last_taken, 1))
 
 
 def pool_idle() -> bool:
@@ -93,15 +93,10 @@ def pool_idle() -> bool:
     return not worker_state.active_requests and not worker_state.reserved_requests
 
 
-def due_and_queued(app: Celery) -> tuple[int, int]:
-    """Items due now (by Redis's clock, as every due time is) and nudges waiting in the queue."""
-    client = current_worker(app).ledger.redis
-    now = redis_time(client)
-    pipe = client.pipeline(transaction=False)
-    pipe.zcount(DUE, "-inf", now)
-    pipe.llen(QUEUE)
-    due, queued = pipe.execute()
-    return int(due), int(queued)
+def queued(app: Celery) -> int:
+    """Tasks waiting in the broker queue."""
+    waiting: int = current_worker(app).ledger.redis.llen(QUEUE)  # type: ignore[assignment]
+    return waiting
 
 
 class Watchdog(bootsteps.StartStopStep):
@@ -127,10 +122,10 @@ class Watchdog(bootsteps.StartStopStep):
     def _loop(self, app: Celery, hostname: str) -> None:
         while not self._stop.wait(CHECK_EVERY):
             try:
-                due, queued = due_and_queued(app)
+                waiting = queued(app)
             except REDIS_ERRORS:
                 continue  # the sweeper logs the outage; a stall is judged once Redis answers
-            seen = self._watch.check(time.monotonic(), due, queued, pool_idle())
+            seen = self._watch.check(time.monotonic(), waiting, pool_idle())
             if seen is not None:
                 self._stuck(app, hostname, seen)
                 return
@@ -139,8 +134,7 @@ class Watchdog(bootsteps.StartStopStep):
         log.error(
             "consumer_stuck",
             worker=hostname,
-            due=seen.due,
-            queued_nudges=seen.queued,
+            queued_tasks=seen.queued,
             seconds_since_last_task=seen.since_taken,
             pool_idle=seen.idle,
             action="exit",
@@ -154,9 +148,7 @@ class Watchdog(bootsteps.StartStopStep):
 
 def _exit() -> None:
     # A warm shutdown with a failure status: the consumer's loop raises WorkerShutdown at its
-    # next tick, the idle pool stops at once (its listeners take no more work and finish the
-    # attempts they run) and the supervisor sees a non-zero exit.
-    listener.open_gate(False)
+    # next tick, the idle pool stops at once and the supervisor sees a non-zero exit.
     worker_state.should_stop = EXIT_STUCK
     time.sleep(STALL)
     os._exit(EXIT_STUCK)  # the loop itself is wedged: no clean way out is left

@@ -100,7 +100,7 @@ def test_a_script_is_never_sent_again_after_a_read_timeout(own_redis: EmbeddedRe
     ledger = Ledger(connect(own_redis.start().url))
     for n in range(4):
         ledger.enqueue(f"it_{n}", f"rb:seen:test:{n}", {"kind": "conversion"})
-    assert ledger.claim(lease=30, limit=0).claims == []  # the script loaded: no NOSCRIPT later
+    assert ledger.claim([], lease=30).claims == []  # the script loaded: no NOSCRIPT later
     sleeping = threading.Event()
 
     def sleep() -> None:
@@ -114,11 +114,12 @@ def test_a_script_is_never_sent_again_after_a_read_timeout(own_redis: EmbeddedRe
     time.sleep(0.5)
     started = time.monotonic()
     with pytest.raises(redis.exceptions.TimeoutError):
-        ledger.claim(lease=30, limit=1)
+        ledger.claim([f"it_{n}" for n in range(4)], lease=30)
     assert time.monotonic() - started >= 2.5  # it waited on the sleeping Redis
     busy.join()
     leased = [n for n in range(4) if (ledger.get(f"it_{n}") or {}).get("token")]
-    assert len(leased) == 1, f"the claim ran {len(leased)} times"
+    attempts = [(ledger.get(f"it_{n}") or {}).get("attempts") for n in range(4)]
+    assert len(leased) == 4 and attempts == ["1"] * 4, f"the claim ran more than once: {attempts}"
 
 
 def test_a_redis_error_reply_keeps_the_connection(own_redis: EmbeddedRedis):

@@ -33,9 +33,9 @@ def test_a_host_whose_clock_runs_ahead_takes_no_live_lease(
 ) -> None:
     ledger = Ledger(redis.Redis.from_url(redis_url))
     ledger.enqueue("it_lease", "rb:seen:test:lease", {"kind": "conversion"})
-    [first] = ledger.claim(lease=20, limit=1).claims  # a host with the right time: 20 s
-    run_ahead(monkeypatch)  # another host, 30 s fast, looks for due work
-    assert ledger.claim(lease=20, limit=1).claims == []  # the lease is still live
+    [first] = ledger.claim(["it_lease"], lease=20).claims  # a host with the right time: 20 s
+    run_ahead(monkeypatch)  # another host, 30 s fast, gets the item's task a second time
+    assert ledger.claim(["it_lease"], lease=20).words == {"it_lease": "running"}  # still live
     assert first.item_id == "it_lease"
 
 
@@ -44,8 +44,9 @@ def test_due_times_and_retries_count_by_redis(redis_url: str, ahead: None) -> No
     ledger = Ledger(client)
     ledger.enqueue("it_due", "rb:seen:test:due", {"kind": "conversion"})
     assert abs(float(client.zscore(DUE, item_key("it_due")) or 0) - redis_time(client)) < 2
-    [claim] = ledger.claim(lease=20, limit=1).claims
+    [claim] = ledger.claim(["it_due"], lease=20).claims
     assert ledger.schedule_retry(claim, 5, "", {}, "503")
     due = float(client.zscore(DUE, item_key("it_due")) or 0)
     assert 4 < due - redis_time(client) <= 5  # 5 s from Redis's now, not 35
-    assert ledger.claim(lease=20, limit=1).claims == []  # not due yet
+    assert ledger.claim(["it_due"], lease=20).words == {"it_due": "not_due"}
+    assert ledger.sweep(10) == ([], [])  # nothing for the sweeper either

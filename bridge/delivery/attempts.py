@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 
 import requests
 import structlog
@@ -44,87 +41,33 @@ def run_lease(settings: Settings) -> float:
 
 # Seconds of a lease kept free for recording an attempt's outcome after its last HTTP call.
 LEASE_MARGIN = 5.0
-# Items one task claims at a time; each gets its own thread, so every claimed item is being
-# worked on at once and a claim's lease (run_lease) covers exactly one attempt.
-BATCH = 8
-# A task that keeps finding full batches gives its pool process back after this long.
-BATCH_LOOP_SECONDS = 5.0
-
-
-class Occupancy:
-    """Who runs attempts in one pool process: a nudged task and the process's listener
-    (tasks/listener.py) may each run a batch at once, but a suspect must be the only attempt
-    in its process (lua/claim.lua), or a death beside it would be counted against it. So a
-    task claims a suspect only while the listener runs nothing, and the listener claims
-    nothing while a suspect runs. Both claim through here, one claim at a time."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._listener_busy = False
-        self._suspect_running = False
-
-    @contextmanager
-    def task_claim(self, claim: Callable[..., Claimed]) -> Iterator[Claimed]:
-        """`claim(alone=…)` for a nudged task; a suspect it took runs until the block ends."""
-        with self._lock:
-            claimed = claim(alone=not self._listener_busy)
-            self._suspect_running = any(c.died_in for c in claimed.claims)
-        try:
-            yield claimed
-        finally:
-            self._suspect_running = False
-
-    @contextmanager
-    def listener_claim(self, claim: Callable[[], Claimed]) -> Iterator[Claimed | None]:
-        """`claim()` for the listener, None while a suspect runs; its batch runs until the
-        block ends."""
-        with self._lock:
-            claimed = None if self._suspect_running else claim()
-            self._listener_busy = claimed is not None and bool(claimed.claims)
-        try:
-            yield claimed
-        finally:
-            self._listener_busy = False
 
 
 @dataclass(frozen=True)
 class Worker:
-    """What attempts need: the ledger, the HTTP session, settings, a thread pool, the
-    process's PayPal API token and who runs attempts in it."""
+    """What attempts need: the ledger, the HTTP session, settings, a thread pool and the
+    process's PayPal API token."""
 
     ledger: Ledger
     session: requests.Session
     settings: Settings
     threads: ThreadPoolExecutor
     paypal_tokens: paypal_api.TokenCache = field(default_factory=paypal_api.TokenCache)
-    occupancy: Occupancy = field(default_factory=Occupancy)
 
 
 # Items holding a raw provider message that a worker verifies before anything is delivered.
 RAW_KINDS = ("ipn", intake.PAYPAL_WEBHOOK)
 
 
-def process_due(worker: Worker, took_nudge: bool = True) -> int:
-    """Claim due items in batches and run an attempt at each, concurrently; how many ran."""
-    started, done = time.monotonic(), 0
-    while True:
-        claim = partial(worker.ledger.claim, run_lease(worker.settings), BATCH, took_nudge)
-        with worker.occupancy.task_claim(claim) as claimed:
-            claims = run_claimed(worker, claimed)
-        took_nudge = False
-        done += len(claims)
-        # A suspect comes alone (see lua/claim.lua): more work may be waiting behind it.
-        more = len(claims) == BATCH or any(c.died_in for c in claims)
-        if not more or time.monotonic() - started > BATCH_LOOP_SECONDS:
-            return done
-
-
-def run_claimed(worker: Worker, claimed: Claimed) -> list[Claim]:
-    """Run an attempt at each item of one claim, concurrently; the claims that ran."""
+def attempt(worker: Worker, item_ids: Sequence[str]) -> dict[str, str]:
+    """Claim the items `item_ids` and run an attempt at each, concurrently (a task names at
+    most BATCH); a word per item: what its attempt did, or why it was not attempted."""
+    claimed = worker.ledger.claim(item_ids, run_lease(worker.settings))
     log_deaths(claimed)
-    claims = claimed.claims
-    list(worker.threads.map(lambda claim: process_item(worker, claim), claims))
-    return claims
+    words = dict(claimed.words)
+    ran = worker.threads.map(lambda claim: process_item(worker, claim), claimed.claims)
+    words.update(zip((c.item_id for c in claimed.claims), ran, strict=True))
+    return {i: words[i] for i in item_ids if i in words}
 
 
 def log_deaths(claimed: Claimed) -> None:

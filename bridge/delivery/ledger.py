@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import structlog
 
 from bridge.delivery import scripts as ledger_scripts
 from bridge.delivery.memory import DEFAULT_DAYS, NOTHING, Memory, Writes
-from bridge.delivery.nudges import QUEUE, new_ids
+from bridge.delivery.publish import BACKLOG, BATCH, PUBLISH_GRACE, QUEUE
 from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, latency_fields, stat
 
 PREFIX = "rb:item:"
@@ -21,23 +22,11 @@ DUE = "rb:due"
 DLQ = "rb:dlq"
 RETRY = "rb:retry"
 UNDELIVERED = "rb:undelivered"
-NUDGES = "rb:nudges"
 REJECTED = "rb:rejected"
 # "<lease end> <item key>" of the one suspect in flight (see lua/claim.lua).
 SUSPECT = "rb:suspect"
 # Suspects put back behind the one in flight, made due again when it frees the slot.
 SUSPECTS_WAITING = "rb:suspects:waiting"
-# Listeners waiting for work (sorted set: token, scored by when the registration lapses), and
-# the prefix of each one's bell, a list named by its token (see lua/claim.lua,
-# lua/enqueue.lua, tasks/listener.py).
-LISTENERS = "rb:listeners"
-BELL = "rb:bell:"
-# How long a listener waits for its bell before it looks at the ledger again; its
-# registration outlives the wait by LISTEN_SLACK, time for that look.
-LISTEN_WAIT = 1  # whole seconds: what BLPOP takes on every Redis version
-LISTEN_SLACK = 1
-# Both keys vanish this long after the last listener stopped registering (no lasting keys).
-LISTEN_KEYS_TTL_MS = int((LISTEN_WAIT + LISTEN_SLACK + 3) * 1000)
 SEEN_TTL = 30 * 24 * 3600
 KEEP_DONE = 30 * 24 * 3600
 REJECTED_KEEP = 1000
@@ -47,9 +36,6 @@ KEEP_INVALID = 3600
 # Deaths of its worker, each while it was attempted alone, that dead-letter an item.
 MAX_DEATHS = 3
 WORKER_DIED = "worker_died"
-# How many due items one claim looks through for its batch: suspects are skipped while another
-# is in flight, and must not hide the items behind them.
-SCAN_PER_ITEM = 8
 _DEATH_STATS = (
     stat("postbacks", outcome=WORKER_DIED),
     stat("postbacks", outcome="dead_lettered", reason=WORKER_DIED),
@@ -92,15 +78,20 @@ class Claim:
 
 @dataclass(frozen=True)
 class Claimed:
-    """What one claim did: the items taken for an attempt, and those dead-lettered instead
-    (reason `worker_died`: their worker died under them MAX_DEATHS times)."""
+    """What one claim did: the items taken for an attempt, those dead-lettered instead (reason
+    `worker_died`: their worker died under them MAX_DEATHS times), and a word for each item
+    not taken (see lua/claim.lua)."""
 
     claims: list[Claim]
     dead: list[Claim]
+    words: dict[str, str] = field(default_factory=dict)
 
 
-# Nudges queued at once by webhooks; each nudged task claims a batch, so a few are enough.
-MAX_NUDGES = 8
+# Publishes a task that attempts the ledger ids given (bridge/delivery/publish.py).
+Publish = Callable[[Sequence[str]], None]
+# lua/enqueue.lua's answer when its caller is to publish the item's task.
+PUBLISH = 1
+log = structlog.get_logger("refbridge.ledger")
 # Items per retry-now script call: each call holds Redis for its items only, so pulling a
 # backlog of millions forward never blocks the web's writes for long.
 RETRY_NOW_CHUNK = 500
@@ -109,12 +100,16 @@ RETRY_NOW_CHUNK = 500
 class Ledger:
     """Atomic state changes of ledger items (see ledger_scripts for the model)."""
 
-    def __init__(self, client: redis.Redis, memory_days: int = DEFAULT_DAYS) -> None:
+    def __init__(
+        self, client: redis.Redis, memory_days: int = DEFAULT_DAYS, publish: Publish | None = None
+    ) -> None:
+        """`publish` sends the task for each item recorded; without it, the sweeper does."""
         self.redis = client
         self.memory = Memory(client, memory_days)
+        self._send = publish
         self._enqueue = client.register_script(ledger_scripts.ENQUEUE)
         self._claim = client.register_script(ledger_scripts.CLAIM)
-        self._nudge = client.register_script(ledger_scripts.NUDGE)
+        self._sweep = client.register_script(ledger_scripts.SWEEP)
         self._finish_script = client.register_script(ledger_scripts.FINISH)
         self._replay = client.register_script(ledger_scripts.REPLAY)
         self._purge = client.register_script(ledger_scripts.PURGE)
@@ -129,14 +124,16 @@ class Ledger:
         stats: tuple[str, str] = ("", ""),
         remember: Writes = NOTHING,
     ) -> bool:
-        """Record a new item, due now, and wake a worker (a waiting listener's bell, else a
-        nudge); False when `seen` or it exists.
+        """Record a new item and publish its task; False when `seen` or it exists.
 
         `stats` names the counters to add one to when it is recorded / a duplicate; `remember`
         the memory entries it leaves (bridge/delivery/memory.py), written even for a duplicate.
         """
-        keys, argv = _enqueue_call(item, seen, fields, stats, remember)
-        return bool(self._enqueue(keys=keys, args=argv))
+        keys, argv = self._enqueue_call(item, seen, fields, stats, remember)
+        answer = self._enqueue(keys=keys, args=argv)
+        if answer == PUBLISH:
+            self.publish([item])
+        return bool(answer)
 
     def enqueue_many(
         self,
@@ -145,55 +142,74 @@ class Ledger:
         counts: Mapping[str, int],
     ) -> list[bool]:
         """`enqueue` each (item, seen, fields, remember), and add `counts` to their counters: one
-        pipeline for them all (catch-up records a page of events at a time)."""
+        pipeline for them all (catch-up records a page of events at a time), then a task for
+        each BATCH of the items recorded."""
         pipe = self.redis.pipeline(transaction=False)
         for item, seen, fields, remember in entries:
-            keys, argv = _enqueue_call(item, seen, fields, stats, remember)
+            keys, argv = self._enqueue_call(item, seen, fields, stats, remember)
             self._enqueue(keys=keys, args=argv, client=pipe)
         for counter, amount in counts.items():
             pipe.hincrby(STATS, counter, amount)
-        return [bool(answer) for answer in pipe.execute()[: len(entries)]]
+        answers = pipe.execute()[: len(entries)]
+        new = [
+            entry[0] for entry, answer in zip(entries, answers, strict=True) if answer == PUBLISH
+        ]
+        for start in range(0, len(new), BATCH):
+            self.publish(new[start : start + BATCH])
+        return [bool(answer) for answer in answers]
 
-    def claim(
+    def _enqueue_call(
         self,
-        lease: float,
-        limit: int,
-        took_nudge: bool = False,
-        listener: str = "",
-        alone: bool = True,
-    ) -> Claimed:
-        """Claim up to `limit` due items for an attempt each, leased for `lease` seconds.
+        item: str,
+        seen: str,
+        fields: Mapping[str, str | int | float],
+        stats: tuple[str, str],
+        remember: Writes,
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of lua/enqueue.lua for one item."""
+        grace = PUBLISH_GRACE if self._send is not None else 0
+        argv: list[Any] = ["", SEEN_TTL, *stats, grace, BACKLOG, *remember.args()]
+        for name, value in fields.items():
+            argv += [name, value]
+        return [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE], argv
 
-        An item whose previous attempt never finished is claimed alone, and only when `alone`
-        (see lua/claim.lua). For a `listener` (its token), a claim that takes nothing registers
-        it to be rung by the next item recorded; one that takes work unregisters it.
+    def publish(self, ids: Sequence[str]) -> None:
+        """Publish a task for `ids`; a failure is logged: the sweeper publishes them once their
+        grace runs out (lua/sweep.lua), so what was recorded is never lost."""
+        if self._send is None:
+            return
+        try:
+            self._send(ids)
+        except Exception as exc:  # noqa: BLE001 — recorded already: the sweeper takes over
+            log.warning("publish_failed", items=len(ids), error=type(exc).__name__)
+
+    def claim(self, ids: Sequence[str], lease: float) -> Claimed:
+        """Claim the items `ids` for an attempt each, leased for `lease` seconds.
+
+        An item whose previous attempt never finished is claimed only alone (a task naming it
+        only) and one at a time in the system (see lua/claim.lua).
         """
         # The times are Redis's (lua/redis_now.lua): "" stands where the script puts its clock.
-        argv: list[Any] = ["", lease, new_token(), limit, "1" if took_nudge else "0"]
-        argv += [limit * SCAN_PER_ITEM, MAX_DEATHS, *_DEATH_STATS]
-        argv += [listener, LISTEN_WAIT + LISTEN_SLACK, LISTEN_KEYS_TTL_MS, "1" if alone else "0"]
-        keys = [DUE, RETRY, NUDGES, SUSPECT, DLQ, STATS, UNDELIVERED, LISTENERS, SUSPECTS_WAITING]
+        argv: list[Any] = ["", lease, new_token(), MAX_DEATHS, *_DEATH_STATS]
+        argv += [item_key(i) for i in ids]
+        keys = [DUE, RETRY, SUSPECT, DLQ, STATS, UNDELIVERED, SUSPECTS_WAITING]
         flat = self._claim(keys=keys, args=argv)
         claimed = Claimed([], [])
-        for key, token, fields, died_in in zip(*(flat[i::4] for i in range(4)), strict=True):
+        for key, token, fields, died_in, word in zip(*(flat[i::5] for i in range(5)), strict=True):
             claim = Claim(item_id(_text(key)), _text(token), _fields(fields), _text(died_in))
-            (claimed.claims if claim.token else claimed.dead).append(claim)
+            if claim.token:
+                claimed.claims.append(claim)
+                continue
+            claimed.words[claim.item_id] = _text(word)
+            if claim.item:
+                claimed.dead.append(claim)
         return claimed
 
-    def wait_for_bell(self, listener: str, timeout: float = LISTEN_WAIT) -> bool:
-        """Wait up to `timeout` seconds for `listener`'s bell; True when it rang."""
-        return self.redis.blpop([BELL + listener], timeout) is not None
-
-    def unlisten(self, listener: str) -> None:
-        """Take `listener` off the listeners waiting for work (it stops, or may not take any)."""
-        self.redis.zrem(LISTENERS, listener)
-
-    def nudge(self, batch: int, most: int = MAX_NUDGES) -> int:
-        """Queue enough nudges for the work that is due now; how many were queued."""
-        argv: list[Any] = ["", batch]
-        for _ in range(most):
-            argv += new_ids()
-        return int(self._nudge(keys=[DUE, QUEUE, NUDGES], args=argv))
+    def sweep(self, limit: int) -> tuple[list[str], list[str]]:
+        """Mark up to `limit` due items that no task has taken as published (lua/sweep.lua):
+        the ids of fresh items, and of suspects (each to be published alone)."""
+        fresh, suspects = self._sweep(keys=[DUE, QUEUE], args=["", PUBLISH_GRACE, limit])
+        return [item_id(_text(k)) for k in fresh], [item_id(_text(k)) for k in suspects]
 
     def mark_delivered(
         self, claim: Claim, fields: Mapping[str, str | int | float], latency: float
@@ -272,8 +288,8 @@ class Ledger:
         keys = (DUE, DLQ, UNDELIVERED)
         return [i for i in ids if self._replay(keys=[item_key(i), *keys], args=[""])]
 
-    def retry_now(self, ids: Iterable[str], claim_batch: int) -> dict[str, str]:
-        """Make the scheduled retries among `ids` due now, then nudge the workers.
+    def retry_now(self, ids: Iterable[str]) -> dict[str, str]:
+        """Make the scheduled retries among `ids` due now: the sweeper publishes them.
 
         Returns a word per id: 'now' (it was a scheduled retry), 'missing', 'running' (an
         attempt holds it: left alone, it must not run twice at once), 'due' (already due),
@@ -286,8 +302,6 @@ class Ledger:
             keys = [item_key(i) for i in chunk]
             answer = self._retry_now(keys=[DUE, RETRY], args=["", *keys])
             words.update(zip(chunk, (_text(w) for w in answer), strict=True))
-            if any(_text(w) == "now" for w in answer):
-                self.nudge(claim_batch)
         return words
 
     def scheduled_retry_ids(self) -> list[str]:
@@ -330,23 +344,6 @@ def _fields(flat: list[bytes]) -> dict[str, str]:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def _enqueue_call(
-    item: str,
-    seen: str,
-    fields: Mapping[str, str | int | float],
-    stats: tuple[str, str],
-    remember: Writes,
-) -> tuple[list[str], list[Any]]:
-    """The keys and arguments of lua/enqueue.lua for one item, each call with fresh nudge ids
-    (a listener's bell, when one waits, takes the nudge's place)."""
-    argv: list[Any] = ["", SEEN_TTL, *stats, *new_ids(), MAX_NUDGES, LISTEN_KEYS_TTL_MS]
-    argv += remember.args()
-    for name, value in fields.items():
-        argv += [name, value]
-    keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, NUDGES, LISTENERS, BELL]
-    return keys, argv
 
 
 def item_number(item: dict[str, str], field: str, default: float) -> float:

@@ -6,24 +6,19 @@ and pushes their score to the end of a lease, so an item whose worker died becom
 by itself: no broker visibility timeout is involved. The `token` field names the current
 claim; the outcome of an attempt whose claim was since taken over (RETRY, DEAD) does nothing.
 
-Celery messages are nudges (`refbridge.process_due`, no arguments): "there is due work".
-`rb:nudges` counts the nudges queued and not yet taken, so that a burst of webhooks queues a
-few nudges rather than one per webhook; each nudged task claims a batch. The scripts that
-queue nudges hold the message template (bridge.delivery.nudges) and fill in ids passed as arguments.
+Celery tasks (`refbridge.deliver`, bridge/delivery/publish.py) name the items they attempt;
+an item published and not yet claimed has `queued` set and is due when its publish grace runs
+out, so the sweeper (SWEEP) publishes again what a lost message would have left undone.
 """
 
 from importlib.resources import files
-
-from bridge.delivery.nudges import TEMPLATE
 
 _FOLDER = files("bridge.delivery") / "lua"
 
 
 def _load(name: str) -> str:
-    """The text of `lua/<name>.lua`, with the functions it uses (nudge_message, remember)."""
+    """The text of `lua/<name>.lua`, with the functions it uses (remember, redis_now...)."""
     body = (_FOLDER / f"{name}.lua").read_text(encoding="utf-8")
-    if "nudge_message(" in body:
-        body = _NUDGE_MESSAGE + body
     if "\nremember(" in body:
         body = _REMEMBER + body
     if "redis_now()" in body:
@@ -33,17 +28,12 @@ def _load(name: str) -> str:
     return body
 
 
-_NUDGE_MESSAGE = (
-    (_FOLDER / "nudge_message.lua")
-    .read_text(encoding="utf-8")
-    .replace("@NUDGE_TEMPLATE@", TEMPLATE)
-)
 _REMEMBER = (_FOLDER / "remember.lua").read_text(encoding="utf-8")
 _REDIS_NOW = (_FOLDER / "redis_now.lua").read_text(encoding="utf-8")
 _FREE_SLOT = (_FOLDER / "free_slot.lua").read_text(encoding="utf-8")
 ENQUEUE = _load("enqueue")
 CLAIM = _load("claim")
-NUDGE = _load("nudge")
+SWEEP = _load("sweep")
 FINISH = _load("finish")
 DROP = _load("drop")
 REPLAY = _load("replay")

@@ -13,7 +13,6 @@ from typing import Any
 
 import redis
 
-from bridge.delivery.attempts import BATCH
 from bridge.delivery.ledger import Ledger
 from bridge.ops import catchup_cmd, reports
 from bridge.ops.preflight import RunRefused
@@ -225,7 +224,7 @@ def _retry_now(ledger: Ledger, args: argparse.Namespace) -> int:
     if args.all == bool(args.ids):
         raise CliError("retry-now: give item ids or --all (not both)")
     ids = ledger.scheduled_retry_ids() if args.all else args.ids
-    words = ledger.retry_now(ids, BATCH)
+    words = ledger.retry_now(ids)
     done = [i for i, word in words.items() if word == "now"]
     if args.json:
         print(json.dumps({"retried_now": len(done), "ids": done}))

@@ -9,6 +9,7 @@ from typing import Any
 from bridge.catchup.run import last_runs
 from bridge.delivery.intake import PAYPAL_WEBHOOK
 from bridge.delivery.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger, item_key
+from bridge.delivery.publish import QUEUE
 from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, parse_stat, totals
 from bridge.redis_client import redis_time
 
@@ -23,16 +24,17 @@ def _snapshot(ledger: Ledger) -> tuple[dict[str, str], dict[str, float | None]]:
     now = redis_time(r)  # due times and ages by Redis's clock, as the ledger keeps them
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(STATS)
+    pipe.llen(QUEUE)
     pipe.zcount(DUE, "-inf", now)
     pipe.zcard(DUE)
     pipe.zcount(DUE, "-inf", now - OVERDUE_AFTER)
     pipe.zcard(RETRY)
     pipe.zcard(DLQ)
     pipe.zrange(UNDELIVERED, 0, 0, withscores=True)
-    stats, queued, pending, overdue, retries, dead, oldest = pipe.execute()
+    stats, tasks, due, pending, overdue, retries, dead, oldest = pipe.execute()
     counters = {k.decode(): v.decode() for k, v in stats.items()}
     gauges: dict[str, float | None] = {
-        "queue_depth": queued,
+        "queue_depth": tasks + due,
         "pending": pending,
         "overdue": overdue,
         "scheduled_retries": retries,
@@ -43,9 +45,9 @@ def _snapshot(ledger: Ledger) -> tuple[dict[str, str], dict[str, float | None]]:
 
 
 GAUGE_DOCS = {
-    "queue_depth": "Items due now and waiting for a worker to claim them",
+    "queue_depth": "Delivery tasks waiting in Celery's queue, and items due that no task took yet",
     "pending": "Conversions and IPN messages not yet delivered, verified or dead-lettered",
-    "overdue": "Items due for more than 5 s that no worker has claimed",
+    "overdue": "Items due for more than 5 s that no worker's sweeper has published",
     "scheduled_retries": "Items waiting for a scheduled retry",
     "dead_letter": "Entries in the dead-letter queue",
     "oldest_undelivered_age_seconds": "Age of the oldest item not yet delivered",

@@ -10,6 +10,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from bridge.delivery.ledger import Ledger
+from bridge.delivery.publish import publisher
 from bridge.logs import configure_logging
 from bridge.redis_client import REDIS_ERRORS, connect
 from bridge.web.edge import MAX_BODY
@@ -31,9 +32,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("refbridge")
     # One byte over the limit, so that read_body can tell "exactly 1 MiB" from "more".
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY + 1
+    url = settings.require("REDIS_URL").redis_url or ""
     ledger = Ledger(
-        connect(settings.require("REDIS_URL").redis_url or "", watched=True),
-        settings.attribution_memory_days,
+        connect(url, watched=True), settings.attribution_memory_days, publisher(url).deliver
     )
     if not settings.stripe_webhook_secrets:
         log.warning(

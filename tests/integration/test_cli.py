@@ -21,6 +21,7 @@ import redis
 
 from bridge.conversion import Conversion
 from bridge.delivery.ledger import DLQ, Ledger
+from bridge.delivery.publish import publisher
 from bridge.providers.stripe.mapping import map_stripe_event
 from tests.fixtures import stripe_fixture
 from tests.processes import WorkerProcess
@@ -351,7 +352,7 @@ def test_items_whose_every_attempt_crashes_back_off_and_are_dead_lettered(
     # intake's own script: a payload that is not JSON; the same with an unreadable window too;
     # an IPN whose stored bytes are not base64. And one with an unreadable attempt count,
     # which must not stop the claim of its batch.
-    ledger = Ledger(redis.Redis.from_url(redis_url))
+    ledger = Ledger(redis.Redis.from_url(redis_url), publish=publisher(redis_url).deliver)
     broken = '{"externalId": "cs_cli_corrupt", '
     sound = map_stripe_event(checkout_event("cs_cli_bad_count"), recurring=False)
     assert isinstance(sound, Conversion)

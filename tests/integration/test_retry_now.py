@@ -174,7 +174,7 @@ def test_retry_now_all_works_through_a_large_backlog_in_steps(redis_url, cli):
     count = 1234
     for n in range(count):
         ledger.enqueue(f"cs_bulk_{n}", f"rb:seen:test:bulk_{n}", {"kind": "conversion"})
-    claims = ledger.claim(lease=30, limit=count).claims
+    claims = ledger.claim([f"cs_bulk_{n}" for n in range(count)], lease=30).claims
     assert len(claims) == count
     for claim in claims:
         ledger.schedule_retry(claim, 3600, "", {}, "503")

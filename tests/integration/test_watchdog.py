@@ -1,4 +1,4 @@
-"""A worker whose consumer stops taking nudges recovers by itself: the watchdog, for real.
+"""A worker whose consumer stops taking tasks recovers by itself: the watchdog, for real.
 
 The test plays the supervisor (`refbridge run`, systemd, the platform): when the worker exits
 it checks the status is non-zero and starts it again, and sends no other command.
@@ -67,8 +67,7 @@ def test_worker_that_stopped_consuming_recovers_by_itself(client, env, tmp_path,
         assert exits == [EXIT_STUCK]
         [line] = stuck_lines(worker)
         for seen in (
-            '"due":5',
-            '"queued_nudges":',
+            '"queued_tasks":5',
             '"seconds_since_last_task":',
             '"pool_idle":true',
         ):
@@ -110,7 +109,7 @@ def test_redis_restarted_under_load_everything_is_delivered(
 
 def test_a_busy_worker_is_not_called_stuck(client, env, tmp_path, refcampaign):
     # Every pool process runs postbacks slower than the watchdog's stall window, so the worker
-    # receives nothing for that long while more work is due and nudged than it can take.
+    # receives nothing for that long while more tasks wait than it can take.
     env = {**env, "DELIVERY_TIMEOUT": "60"}
     worker = WorkerProcess(env, tmp_path / "w.log").start()
     refcampaign.default = Scripted(status=None, delay=STALL + 10)
@@ -121,7 +120,7 @@ def test_a_busy_worker_is_not_called_stuck(client, env, tmp_path, refcampaign):
         while time.monotonic() < deadline:
             assert worker.proc is not None and worker.proc.poll() is None, worker.output()[-3000:]
             time.sleep(0.5)
-        assert len(refcampaign.requests) >= 16  # both pool processes were busy all along
+        assert len(refcampaign.requests) >= 2  # both pool processes were busy all along
         assert redis.Redis.from_url(env["REDIS_URL"]).llen("refbridge") > 0
         assert stuck_lines(worker) == []
     finally:

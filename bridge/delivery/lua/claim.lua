@@ -1,33 +1,32 @@
--- KEYS: due, retry, nudges, suspect, dlq, stats, undelivered, listeners, suspects waiting.
--- ARGV: now (replaced by Redis's clock), lease (seconds), token_prefix, limit, took_nudge, scan, max_deaths,
+-- KEYS: due, retry, suspect, dlq, stats, undelivered, suspects waiting.
+-- ARGV: now (replaced by Redis's clock), lease (seconds), token_prefix, max_deaths,
 --       died_stat, dead_stat (conversions), died_stat, dead_stat (IPN messages),
---       died_stat, dead_stat (PayPal REST webhook events), listener, listen_for (seconds),
---       listeners_ttl_ms, alone ('1': a suspect may be claimed).
--- Claims up to `limit` due items for attempts: new token, lease, attempt count, `in_flight`.
--- Returns {key, token, {field, value, ...}, died_in, ...}: `died_in` is '' when the item's last
--- attempt finished, else how it was claimed when its worker died ('batch' or 'alone'); token ''
--- marks an item dead-lettered here instead of claimed (its worker died under it too often).
+--       died_stat, dead_stat (PayPal REST webhook events), item key, item key, ...
+-- Claims the items a task names, each for one attempt: new token, lease, attempt count,
+-- `in_flight`. Returns {key, token, {field, value, ...}, died_in, word} per item: token '' when
+-- it was not claimed, and `word` says why ('dead_lettered', 'running', 'not_due', 'waiting',
+-- 'suspect', 'missing', or the status of an item with no work left); `died_in` is '' when the
+-- item's last attempt finished, else how it was claimed when its worker died ('batch', 'alone').
 --
--- Deaths. Every claim sets `in_flight` and every finish clears it, so an item that is due with
--- `in_flight` still set is one whose lease ran out on an attempt that never ended: its worker
--- died (OOM, SIGKILL, a segfault). The items in flight beside it died too, through no fault of
--- their own, so a death in a batch only makes the items suspects. A suspect is claimed alone
--- (nothing else in its batch) and holds the `suspect` slot: one suspect in flight at a time in
--- the whole system, since a kill may take every pool process of a worker. Only a death while
--- alone counts (`deaths`); the max_deaths-th dead-letters the item with reason `worker_died`.
+-- Claimable: a pending item that no attempt holds, published (`queued`, set by enqueue.lua or
+-- sweep.lua) or due. A task message can arrive twice (the sweeper republishes one it takes for
+-- lost; the broker restores an unacknowledged one): the second finds the item held
+-- ('running'), finished (its status), or not due yet ('not_due').
 --
--- Listeners. A claim made for a listener (a thread in a pool process, tasks/listener.py) that
--- takes nothing registers the listener in `listeners` for `listen_for` seconds (by Redis's
--- clock, which lua/enqueue.lua reads too), in the same atomic step: an item recorded after
--- this claim rings its bell, one recorded before it was claimed here. A claim that takes work
--- unregisters it: a busy listener is never rung. A listener's claims take no suspect
--- (`alone` '0'): its process may be running a task's batch beside it.
-if ARGV[5] == '1' and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
-  redis.call('DECR', KEYS[3])
-end
+-- Deaths. Every claim sets `in_flight` and `lease_until`; every finish clears `in_flight`. So an
+-- item with `in_flight` whose lease has ended is one whose attempt never ended: its worker died
+-- (OOM, SIGKILL, a segfault). The items in flight beside it died too, through no fault of their
+-- own, so a death in a batch only makes the items suspects. A suspect is claimed alone (a task
+-- naming it only: a pool process runs one task at a time) and holds the `suspect` slot: one
+-- suspect in flight at a time in the whole system, since a kill may take every pool process of
+-- a worker. Only a death while alone counts (`deaths`); the max_deaths-th dead-letters the item
+-- with reason `worker_died`. A suspect met while another holds the slot is put back until that
+-- one's lease ends, and noted in `waiting`: free_slot makes it due again the moment the slot is
+-- freed. Fresh work is never held back by suspects: a task names its own items.
 ARGV[1] = redis_now()
-ARGV[2] = string.format('%.6f', tonumber(ARGV[1]) + tonumber(ARGV[2]))
 local now = tonumber(ARGV[1])
+local lease_end = string.format('%.6f', now + tonumber(ARGV[2]))
+local alone = #ARGV == 11
 
 -- Not HINCRBY: a corrupt count would stop the script halfway, its batch half claimed.
 local function count(key, field)
@@ -39,19 +38,20 @@ end
 -- nil when the slot is free: empty, expired (its holder's lease ran out) or held by `key`
 -- itself; else the end of its holder's lease.
 local function slot_taken_until(key)
-  local held = redis.call('GET', KEYS[4])
+  local held = redis.call('GET', KEYS[3])
   if not held then return nil end
-  local lease_end, holder = string.match(held, '^(%S+) (.*)$')
-  if holder == key or not tonumber(lease_end) or tonumber(lease_end) <= now then return nil end
-  return tonumber(lease_end)
+  local until_, holder = string.match(held, '^(%S+) (.*)$')
+  if holder == key or not tonumber(until_) or tonumber(until_) <= now then return nil end
+  return tonumber(until_)
 end
 
 local function claim(key, i, in_flight)
   local token = ARGV[3] .. ':' .. i
-  redis.call('ZADD', KEYS[1], ARGV[2], key)
+  redis.call('ZADD', KEYS[1], lease_end, key)
   redis.call('ZREM', KEYS[2], key)
   redis.call('HSET', key, 'attempts', count(key, 'attempts') + 1, 'token', token,
-    'last_attempt_at', ARGV[1], 'in_flight', in_flight)
+    'last_attempt_at', ARGV[1], 'in_flight', in_flight, 'lease_until', lease_end)
+  redis.call('HDEL', key, 'queued')
   redis.call('HSETNX', key, 'first_attempt_at', ARGV[1])
   return token
 end
@@ -59,92 +59,68 @@ end
 local function dead_letter(key, deaths, stat)
   local error = 'worker died during ' .. deaths .. ' attempts'
   redis.call('ZREM', KEYS[1], key)
-  redis.call('ZREM', KEYS[7], key)
-  redis.call('ZADD', KEYS[5], ARGV[1], key)
+  redis.call('ZREM', KEYS[6], key)
+  redis.call('ZADD', KEYS[4], ARGV[1], key)
   redis.call('HSET', key, 'status', 'dead', 'dead_at', ARGV[1], 'reason', 'worker_died',
     'last_error', error, 'token', '')
-  redis.call('HDEL', key, 'in_flight')
-  free_slot(KEYS[4], KEYS[9], KEYS[1], key)
-  redis.call('HINCRBY', KEYS[6], stat, 1)
-  redis.call('HSET', KEYS[6], 'last_error', error, 'last_error_at', ARGV[1])
+  redis.call('HDEL', key, 'in_flight', 'queued')
+  free_slot(KEYS[3], KEYS[7], KEYS[1], key)
+  redis.call('HINCRBY', KEYS[5], stat, 1)
+  redis.call('HSET', KEYS[5], 'last_error', error, 'last_error_at', ARGV[1])
 end
 
--- Suspects sort first (their lease ran out before fresh work came due), and only one runs at
--- a time. A suspect met while another holds the slot is put back, out of the way, until that
--- one's lease ends, and noted in `waiting`: free_slot makes it due again the moment the slot is
--- freed. The scan goes on past it (up to PAGES pages of `scan` keys), so fresh work behind any
--- number of suspects is taken, never held back while they drain one by one.
-local PAGES = 4
-local limit, taken, held, out = tonumber(ARGV[4]), 0, 0, {}
+-- The token ('' when not claimed), died_in and word for one named item.
 local function take(i, key)
-  local state = redis.call('HMGET', key, 'status', 'in_flight', 'kind')
+  local state = redis.call('HMGET', key, 'status', 'in_flight', 'kind', 'queued', 'lease_until')
+  if not state[1] then return '', '', 'missing' end
   if state[1] ~= 'pending' then
     redis.call('ZREM', KEYS[1], key)
-    return 'moved'
-  elseif not state[2] then
-    local token = claim(key, i, 'batch')
-    taken = taken + 1
-    held = held + 1
-    table.insert(out, key)
-    table.insert(out, token)
-    table.insert(out, redis.call('HGETALL', key))
-    table.insert(out, '')
-    return 'moved'
+    return '', '', state[1]
   end
+  if not state[2] then
+    local due = tonumber(redis.call('ZSCORE', KEYS[1], key) or '')
+    if not state[4] and (not due or due > now) then return '', '', 'not_due' end
+    return claim(key, i, 'batch'), '', 'claimed'
+  end
+  -- Items claimed before `lease_until` existed: their due score is their lease's end.
+  local until_ = tonumber(state[5]) or tonumber(redis.call('ZSCORE', KEYS[1], key) or '') or 0
+  if until_ > now then return '', '', 'running' end
+  if not alone then return '', state[2], 'suspect' end  -- the sweeper publishes it alone
   local busy_until = slot_taken_until(key)
   if busy_until then
     redis.call('ZADD', KEYS[1], busy_until, key)
-    redis.call('SADD', KEYS[9], key)
-    return 'moved'
-  elseif taken == 0 and ARGV[17] == '1' then
-    local died, dead = ARGV[8], ARGV[9]
-    if state[3] == 'ipn' then died, dead = ARGV[10], ARGV[11] end
-    if state[3] == 'paypal_webhook' then died, dead = ARGV[12], ARGV[13] end
-    local deaths = count(key, 'deaths')
-    if state[2] == 'alone' then
-      deaths = deaths + 1
-      redis.call('HSET', key, 'deaths', deaths)
-      redis.call('HINCRBY', KEYS[6], died, 1)
-    end
-    local token = ''
-    if deaths >= tonumber(ARGV[7]) then
-      dead_letter(key, deaths, dead)
-    else
-      token = claim(key, i, 'alone')
-      held = held + 1
-      redis.call('SET', KEYS[4], ARGV[2] .. ' ' .. key)
-    end
-    table.insert(out, key)
-    table.insert(out, token)
-    table.insert(out, redis.call('HGETALL', key))
-    table.insert(out, state[2])
-    if token ~= '' then return 'alone' end
-    return 'moved'
+    redis.call('SADD', KEYS[7], key)
+    redis.call('HDEL', key, 'queued')  -- its message came: the sweeper publishes it again
+    return '', state[2], 'waiting'
   end
-  return 'left'
+  local died, dead = ARGV[5], ARGV[6]
+  if state[3] == 'ipn' then died, dead = ARGV[7], ARGV[8] end
+  if state[3] == 'paypal_webhook' then died, dead = ARGV[9], ARGV[10] end
+  local deaths = count(key, 'deaths')
+  if state[2] == 'alone' then
+    deaths = deaths + 1
+    redis.call('HSET', key, 'deaths', deaths)
+    redis.call('HINCRBY', KEYS[5], died, 1)
+  end
+  if deaths >= tonumber(ARGV[4]) then
+    dead_letter(key, deaths, dead)
+    return '', state[2], 'dead_lettered'
+  end
+  local token = claim(key, i, 'alone')
+  redis.call('SET', KEYS[3], lease_end .. ' ' .. key)
+  return token, state[2], 'claimed'
 end
-local i = 0
-for _ = 1, PAGES do
-  local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[6])
-  local left, stop = 0, false
-  for _, key in ipairs(keys) do
-    if taken >= limit then stop = true break end
-    i = i + 1
-    local what = take(i, key)
-    if what == 'alone' then stop = true break end
-    if what == 'left' then left = left + 1 end
-  end
-  -- Done when this page was the last, or what it left stays in range (a next page would
-  -- start over the same keys).
-  if stop or #keys < tonumber(ARGV[6]) or left > 0 then break end
-end
-if ARGV[14] ~= '' then
-  if held == 0 then
-    local lapses = now + tonumber(ARGV[15])
-    redis.call('ZADD', KEYS[8], lapses, ARGV[14])
-    redis.call('PEXPIRE', KEYS[8], ARGV[16])
-  else
-    redis.call('ZREM', KEYS[8], ARGV[14])
-  end
+
+local out = {}
+for i = 11, #ARGV do
+  local key = ARGV[i]
+  local token, died_in, word = take(i, key)
+  local fields = {}
+  if token ~= '' or word == 'dead_lettered' then fields = redis.call('HGETALL', key) end
+  table.insert(out, key)
+  table.insert(out, token)
+  table.insert(out, fields)
+  table.insert(out, died_in)
+  table.insert(out, word)
 end
 return out

@@ -7,7 +7,7 @@ redis.call('HSET', KEYS[1], 'status', 'pending', 'window_start', ARGV[1], 'next_
   'replayed_at', ARGV[1], 'token', '')
 redis.call('HINCRBY', KEYS[1], 'replays', 1)
 -- A fresh start: its deaths (claim.lua) count again from none.
-redis.call('HDEL', KEYS[1], 'deaths', 'in_flight')
+redis.call('HDEL', KEYS[1], 'deaths', 'in_flight', 'queued')
 redis.call('ZADD', KEYS[2], ARGV[1], KEYS[1])
 redis.call('ZADD', KEYS[4], ARGV[1], KEYS[1])
 return 1

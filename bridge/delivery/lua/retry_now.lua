@@ -3,7 +3,7 @@
 -- out of there, so an item whose attempt is running (leased, due at its lease's end) is never
 -- pulled forward into a second, concurrent attempt.
 -- Returns one word per key: 'now' (was a scheduled retry, due now), 'missing', the status of
--- an item no longer pending, 'running' (an attempt holds it), 'due' (already due).
+-- an item no longer pending, 'running' (an attempt holds it), 'due' (already due or published).
 ARGV[1] = redis_now()
 local now = tonumber(ARGV[1])
 local out = {}
@@ -17,7 +17,7 @@ for i = 2, #ARGV do
   elseif status ~= 'pending' then
     word = status
   elseif redis.call('ZSCORE', KEYS[2], key) == false then
-    if due and due > now then word = 'running' else word = 'due' end
+    if redis.call('HEXISTS', key, 'in_flight') == 1 then word = 'running' else word = 'due' end
   elseif due and due <= now then
     word = 'due'
   else

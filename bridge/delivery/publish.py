@@ -1,0 +1,71 @@
+"""Publishing deliveries: the Celery task that runs attempts at ledger items, sent by name.
+
+Every attempt runs in a `refbridge.deliver` task whose argument names the items it attempts
+(ledger ids: a conversion's externalId, `ipn_…`, `ppwh_…`), so Celery's own tools show what is
+delivered and, while work waits, the broker queue holds the backlog. The web publishes one as
+soon as its ledger script has recorded an item; the sweeper publishes for due work nobody took
+(retries come due, replays, a message lost to a crash). Tasks go through Celery's own API
+(`send_task` on the app's pooled producer), never with an ETA or countdown: the ledger says
+when work is due, and a task message may safely arrive twice (lua/claim.lua).
+
+Publishers have a Celery app of their own, for publishing only: the web never imports `tasks/`,
+and the worker's consumer keeps its own broker settings.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+
+from celery import Celery
+
+DELIVER_TASK = "refbridge.deliver"
+QUEUE = "refbridge"
+# Most items one task names: each gets its own thread, so every claimed item is worked on at
+# once and a claim's lease covers exactly one attempt. The web's tasks name one item each.
+BATCH = 8
+# Tasks waiting in the queue from which a new item is left to the sweeper's batches (within a
+# second) rather than given a task of its own: every worker is busy, and a batch runs eight
+# attempts in one pool process where eight tasks would need eight (lua/enqueue.lua).
+BACKLOG = 64
+# How long after publishing an item is due again, in case its message was lost: longer than a
+# message may wait outside the broker's list (taken by a worker that has not started it yet).
+PUBLISH_GRACE = 10.0
+
+
+class Publisher:
+    """Publishes `refbridge.deliver` tasks to the refbridge queue of the broker at `url`."""
+
+    def __init__(self, url: str) -> None:
+        self.app = Celery("refbridge-publisher", broker=url, set_as_current=False)
+        self.app.conf.update(
+            broker_transport_options={"socket_connect_timeout": 2, "socket_timeout": 5},
+            broker_connection_timeout=2,
+            broker_connection_retry=False,
+            task_publish_retry=False,
+            task_default_queue=QUEUE,
+        )
+
+    def deliver(self, item_ids: Sequence[str]) -> None:
+        """Publish one task that attempts `item_ids` (raises when the broker cannot take it)."""
+        # The default exchange straight to the queue: one LPUSH, no binding look-up.
+        self.app.send_task(
+            DELIVER_TASK, args=[list(item_ids)], exchange="", routing_key=QUEUE, ignore_result=True
+        )
+
+
+_publishers: dict[tuple[int, str], Publisher] = {}
+_lock = threading.Lock()
+os.register_at_fork(after_in_child=_lock._at_fork_reinit)  # type: ignore[attr-defined]
+
+
+def publisher(url: str) -> Publisher:
+    """This process's publisher for `url`: made once per process (its connections are not
+    shared across a fork)."""
+    key = (os.getpid(), url)
+    with _lock:
+        found = _publishers.get(key)
+        if found is None:
+            found = _publishers[key] = Publisher(url)
+        return found
