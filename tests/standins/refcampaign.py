@@ -99,6 +99,7 @@ class RefCampaignHandler(Handler):
         with server.lock:
             server.requests.append(self.record(body))
             scripted = server.scripted.pop(0) if server.scripted else server.default
+            scripted = server.answer_for(body) or scripted
         if server.kill_if_posting(body):
             return  # no answer: the worker that would read it is gone
         if scripted is not None:
@@ -175,6 +176,16 @@ class RefCampaign(StandInServer):
         self.arrived = threading.Condition(self.lock)
         self.killer: tuple[str, Callable[[], int | None]] | None = None
         self.kills = 0
+        self.per_conversion: dict[str, Scripted] = {}
+
+    def answer_for(self, body: bytes) -> Scripted | None:
+        """The answer scripted for the conversion `body` posts, if any (lock held)."""
+        if not self.per_conversion:
+            return None
+        try:
+            return self.per_conversion.get(json.loads(body).get("externalId"))
+        except (ValueError, AttributeError):
+            return None
 
     def kill_on(self, external_id: str, group: Callable[[], int | None]) -> None:
         """SIGKILL the process group `group()` names whenever the postback of `external_id`
@@ -231,3 +242,4 @@ class RefCampaign(StandInServer):
             self.default = None
             self.killer = None
             self.kills = 0
+            self.per_conversion.clear()
