@@ -1,8 +1,8 @@
 """Figure 6: CPU per conversion of the whole pipeline, refbridge ÷ the docs' inline handler,
 and webhook → postback latency at a steady 200/s, in one run.
 
-    .venv/bin/python -m bench.pipeline [--rounds 3] [--seconds 3] [--latency-seconds 10]
-        [--profile]
+    .venv/bin/python -m bench.pipeline [--inline docs|lean] [--rounds 3] [--seconds 3]
+        [--latency-seconds 10] [--profile] [--worker-niced]
 
 Both sides run for the whole run and take turns in chunks (inline, bridge, bridge, inline, …):
 16 closed-loop clients post distinct signed checkout.session.completed events to one side for
@@ -11,10 +11,13 @@ conversion. A conversion counts when it was acknowledged with a 200 AND its post
 the RefCampaign stand-in (which answers at once). CPU is read from /proc (user + system) for
 every process of the side over the whole chunk, delivery included:
 
-- inline: the RefCampaign docs' handler (`bench/inline_app.py`: verify, then `requests.post`
-  inside the request) on gunicorn's defaults with `-w 2` (sync workers, no access log);
-- bridge: the web (Procfile settings), the Celery worker (Procfile settings, its session at
-  nice 10 as `refbridge run` starts it): main process and pool children apart, and Redis
+- inline: the RefCampaign docs' handler as written (`--inline docs`, `bench/inline_app.py`:
+  `construct_event`, then `requests.post` inside the request) or the same handler written lean
+  (`--inline lean`, `bench/inline_lean_app.py`: `verify_header`, one pooled session) on
+  gunicorn's defaults with `-w 2` (sync workers, no access log);
+- bridge: the web and the Celery worker with the Procfile's settings, as deployed (no nice; a
+  niced worker batches a backlog that a deployed one does not; `--worker-niced` starts it as
+  `refbridge run` does, at nice 10): main process and pool children apart, and Redis
   (`appendfsync everysec`).
 
 The load generator (this process) and the stand-in serve both sides; their CPU is reported
@@ -183,6 +186,9 @@ def profile(stack: Stack, web: Process, worker: Process, port: int, seconds: int
     return found
 
 
+INLINE_APPS = {"docs": "bench.inline_app:app", "lean": "bench.inline_lean_app:app"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -191,19 +197,26 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="latency phase, webhooks/s")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument("--profile", action="store_true", help="py-spy one more bridge chunk")
+    parser.add_argument("--inline", choices=("docs", "lean"), default="docs")
     parser.add_argument(
-        "--worker-at-web-priority",
+        "--worker-arg",
+        action="append",
+        default=[],
+        help="experiments: one more argument for the worker (e.g. --worker-arg=--pool=threads)",
+    )
+    parser.add_argument(
+        "--worker-niced",
         action="store_true",
-        help="experiments on a busy machine: the worker not at nice 10 (not as deployed)",
+        help="the worker at nice 10, as `refbridge run` starts it (not as the Procfile deploys)",
     )
     args = parser.parse_args()
     load_before = os.getloadavg()
     with Stack() as stack:
         inline, inline_port = stack.web(
-            "bench.inline_app:app", name="inline", settings=DEFAULT_GUNICORN_ARGS
+            INLINE_APPS[args.inline], name="inline", settings=DEFAULT_GUNICORN_ARGS
         )
         web, web_port = stack.web()
-        worker = stack.worker(shares_cpu=not args.worker_at_web_priority)
+        worker = stack.worker(extra=args.worker_arg, shares_cpu=args.worker_niced)
         sides = Sides(stack, inline, web, worker)
         per_chunk = int(args.seconds * 3000) + 100
         count = args.rounds * per_chunk
@@ -249,7 +262,9 @@ def main() -> None:
             [round(x, 2) for x in load_before],
             [round(x, 2) for x in load_after],
         ],
-        "worker_at_nice_10": not args.worker_at_web_priority,
+        "worker_at_nice_10": args.worker_niced,
+        "inline_handler": INLINE_APPS[args.inline],
+        "worker_extra_args": args.worker_arg,
         "chunks": f"{args.rounds * 2}, {args.seconds}s of 16-client load each, inline first",
         "inline_cpu_us_per_conversion": inline_total,
         "bridge_cpu_us_per_conversion": bridge_total,
@@ -286,7 +301,7 @@ def main() -> None:
     if spied is not None:
         out = ROOT / "bench" / "results" / "profile-pipeline.json"
         out.write_text(json.dumps(spied, indent=1) + "\n")
-    write_result("pipeline", result)
+    write_result("pipeline" if args.inline == "docs" else "pipeline_lean", result)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ An open loop sends distinct signed events at a fixed rate to the web process (Pr
 settings, worker running). For each externalId the client records the wall time it read the
 200; the stand-in records the wall time it read the postback. Latency = arrival − 200, per
 conversion (same machine, same clock). The first second is warm-up and not counted.
-Goal: p95 ≤ 5 ms, p99 ≤ 10 ms.
+Goal: p95 ≤ 20 ms, p99 ≤ 50 ms (issue 23; the earlier 5 / 10 ms is withdrawn).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import argparse
 from bench.harness import Stack, write_result
 from bench.loadgen import checkout_requests, open_loop, percentile
 
-P95_GOAL_MS = 5.0
-P99_GOAL_MS = 10.0
+# Issue 23: the 5 / 10 ms goal of the listeners is withdrawn (no merchant needs it).
+P95_GOAL_MS = 20.0
+P99_GOAL_MS = 50.0
 
 
 def measure(stack: Stack, port: int, rate: float, seconds: float, tag: str = "lat") -> dict:
@@ -52,7 +53,7 @@ def measure(stack: Stack, port: int, rate: float, seconds: float, tag: str = "la
 
 
 def goals_met(result: dict) -> bool:
-    """p95 ≤ 5 ms and p99 ≤ 10 ms."""
+    """p95 ≤ 20 ms and p99 ≤ 50 ms."""
     latency = result["postback_latency_ms"]
     return bool(latency["p95"] <= P95_GOAL_MS and latency["p99"] <= P99_GOAL_MS)
 

@@ -64,6 +64,7 @@ class BenchRefCampaign(RefCampaign):
         self.default = None
         self.arrived = threading.Condition(self.lock)
         self.killer = None  # RefCampaign.kill_on: the tests' worker-killing switch, off here
+        self.per_conversion = {}
         self.kills = 0
 
 

@@ -4,6 +4,7 @@ finding 2)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import types
 
@@ -50,3 +51,31 @@ def test_due_times_and_retries_count_by_redis(redis_url: str, ahead: None) -> No
     assert 4 < due - redis_time(client) <= 5  # 5 s from Redis's now, not 35
     assert ledger.claim(["it_due"], lease=20).words == {"it_due": "not_due"}
     assert ledger.sweep(10) == ([], [])  # nothing for the sweeper either
+
+
+def test_the_retry_window_counts_by_redis(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A window of 40 s and a retry asked for in 20 s: inside the window by Redis's clock. A
+    # host 30 s fast that judged by its own clock would dead-letter it (30 + 20 > 40).
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from bridge.delivery import attempts
+    from bridge.delivery.outcomes import RetryLater
+    from config import Settings
+
+    ledger = Ledger(redis.Redis.from_url(redis_url))
+    ledger.enqueue("it_window", "rb:seen:test:window", {"kind": "conversion"})
+    run_ahead(monkeypatch)  # this host, 30 s fast, claims it and judges its retry
+    monkeypatch.setattr(attempts, "time", ledger_module.time)
+    [claim] = ledger.claim(["it_window"], lease=20).claims
+    claim = dataclasses.replace(claim, at=attempts.time.time())  # by this host's clock
+    settings = Settings.from_env(
+        {"REDIS_URL": redis_url, "REFCAMPAIGN_API_KEY": "k", "DELIVERY_MAX_AGE": "40"}
+    )
+    worker = attempts.Worker(ledger, requests.Session(), settings, ThreadPoolExecutor(1))
+    outcome = RetryLater(503, "unavailable", retry_after=20)
+    notes: dict[str, str | float] = {}
+    word = attempts._retry(worker, claim, claim.item, outcome, {}, notes)  # noqa: SLF001
+    assert word == "retried", notes
+    assert (ledger.get("it_window") or {})["status"] == "pending"

@@ -207,7 +207,10 @@ def _retry(
 ) -> str:
     """Schedule the next attempt, or dead-letter once past the window (reason `crashed` when
     the attempt raised, else `exhausted`); "stale" when the claim no longer holds the item."""
-    settings, now = worker.settings, time.time()
+    settings = worker.settings
+    # Redis's clock, as the window's start is: the claim's time there (claim.lua stamps
+    # `last_attempt_at`) plus what has passed here since, so a host's skew cancels out.
+    now = item_number(item, "last_attempt_at", claim.at) + (time.time() - claim.at)
     crashed = isinstance(outcome, Crashed)
     delay = backoff_delay(
         int(item_number(item, "attempts", 1)),

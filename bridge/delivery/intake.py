@@ -18,7 +18,7 @@ from bridge.delivery.stats import stat
 
 @dataclass(frozen=True)
 class Accepted:
-    """Recorded, due now, the workers nudged; `attributed_from` names the conversion whose
+    """Recorded, its delivery task published; `attributed_from` names the conversion whose
     remembered ids it was given, if any."""
 
     item_id: str

@@ -49,10 +49,27 @@ class Publisher:
 
     def deliver(self, item_ids: Sequence[str]) -> None:
         """Publish one task that attempts `item_ids` (raises when the broker cannot take it)."""
-        # The default exchange straight to the queue: one LPUSH, no binding look-up.
+        # The default exchange straight to the queue: one LPUSH, no binding look-up. No
+        # AsyncResult: its result backend is looked up once per thread, and under gevent every
+        # request is a thread of its own (~4 ms of entry-point scanning each; bench/NOTES.md).
         self.app.send_task(
-            DELIVER_TASK, args=[list(item_ids)], exchange="", routing_key=QUEUE, ignore_result=True
+            DELIVER_TASK,
+            args=[list(item_ids)],
+            exchange="",
+            routing_key=QUEUE,
+            ignore_result=True,
+            result_cls=_Sent,
+            add_to_parent=False,
         )
+
+
+class _Sent:
+    """What `send_task` returns here: the task id only (no result backend is asked)."""
+
+    ignored = True
+
+    def __init__(self, task_id: str) -> None:
+        self.id = task_id
 
 
 _publishers: dict[tuple[int, str], Publisher] = {}
