@@ -26,7 +26,8 @@ from bridge.redis_client import REDIS_ERRORS, reachability
 from tasks.resources import current_worker
 
 INTERVAL = 1.0
-# Due items handed out per sweep, at most: a backlog of retries come due goes out over seconds.
+# Due items handed out per sweep, at most; a full sweep is followed by another at once, until
+# the queue holds MAX_QUEUED tasks (bridge/delivery/publish.py).
 SWEEP_LIMIT = 100 * BATCH
 # 16384 buckets, 16 a sweep: a whole pass in about 17 minutes, fewer with several workers.
 TRIM_BUCKETS = 16
@@ -34,21 +35,26 @@ log = structlog.get_logger("refbridge.sweeper")
 
 
 def sweep_once(app: Celery) -> int:
-    """Publish tasks for the items due that no task has taken, then trim memory; how many
-    tasks were published."""
+    """Publish tasks for the items due that no task has taken (again at once while a sweep
+    finds as many as it may take), then trim memory; how many tasks were published."""
     ledger = current_worker(app).ledger
-    fresh, suspects = ledger.sweep(SWEEP_LIMIT)
-    batches = [fresh[start : start + BATCH] for start in range(0, len(fresh), BATCH)]
-    batches += [[suspect] for suspect in suspects]
-    for batch in batches:
-        ledger.publish(batch)
+    tasks = 0
+    while True:
+        fresh, suspects = ledger.sweep(SWEEP_LIMIT)
+        batches = [fresh[start : start + BATCH] for start in range(0, len(fresh), BATCH)]
+        batches += [[suspect] for suspect in suspects]
+        for batch in batches:
+            ledger.publish(batch)
+        if batches:
+            log.info("swept", items=len(fresh), suspects=len(suspects), tasks=len(batches))
+        tasks += len(batches)
+        if len(fresh) + len(suspects) < SWEEP_LIMIT:
+            break
     try:
         ledger.memory.trim(TRIM_BUCKETS)
     except redis.exceptions.ResponseError as exc:  # an error answer, not an outage: say it
         log.warning("memory_trim_failed", error=str(exc)[:200])
-    if batches:
-        log.info("swept", items=len(fresh), suspects=len(suspects), tasks=len(batches))
-    return len(batches)
+    return tasks
 
 
 class Sweeper(bootsteps.StartStopStep):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import redis
 
 from bridge.delivery.ledger import DUE, Ledger, item_key
-from bridge.delivery.publish import BACKLOG, PUBLISH_GRACE, QUEUE
+from bridge.delivery.publish import BACKLOG, BATCH, MAX_QUEUED, PUBLISH_GRACE, QUEUE
 from bridge.redis_client import redis_time
 
 
@@ -73,3 +73,17 @@ def test_a_failed_publish_is_logged_and_loses_nothing(redis_url: str, capsys) ->
     assert record(ledger, "cs_unsent")
     assert (ledger.get("cs_unsent") or {})["status"] == "pending"
     assert "publish_failed" in capsys.readouterr().out
+
+
+def test_the_sweeper_fills_the_queue_no_further_than_its_bound(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    ledger = Ledger(client)  # no publisher: every item is the sweeper's
+    for n in range(40):
+        assert record(ledger, f"cs_q{n}")
+    client.rpush(QUEUE, *[b"a task"] * (MAX_QUEUED - 2))  # room for two tasks of BATCH items
+    fresh, _ = ledger.sweep(1000)
+    assert len(fresh) == 2 * BATCH
+    client.rpush(QUEUE, b"a task", b"a task")
+    assert ledger.sweep(1000) == ([], [])  # full: the rest waits in the ledger, due
+    client.delete(QUEUE)
+    assert len(ledger.sweep(1000)[0]) == 40 - 2 * BATCH

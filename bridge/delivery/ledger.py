@@ -14,7 +14,7 @@ import structlog
 
 from bridge.delivery import scripts as ledger_scripts
 from bridge.delivery.memory import DEFAULT_DAYS, NOTHING, Memory, Writes
-from bridge.delivery.publish import BACKLOG, BATCH, PUBLISH_GRACE, QUEUE
+from bridge.delivery.publish import BACKLOG, BATCH, MAX_QUEUED, PUBLISH_GRACE, QUEUE
 from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, latency_fields, stat
 
 PREFIX = "rb:item:"
@@ -206,9 +206,11 @@ class Ledger:
         return claimed
 
     def sweep(self, limit: int) -> tuple[list[str], list[str]]:
-        """Mark up to `limit` due items that no task has taken as published (lua/sweep.lua):
-        the ids of fresh items, and of suspects (each to be published alone)."""
-        fresh, suspects = self._sweep(keys=[DUE, QUEUE], args=["", PUBLISH_GRACE, limit])
+        """Mark up to `limit` due items that no task has taken as published (lua/sweep.lua),
+        as many as keep the queue within MAX_QUEUED tasks: the ids of fresh items, and of
+        suspects (each to be published alone)."""
+        argv: list[Any] = ["", PUBLISH_GRACE, limit, BATCH, MAX_QUEUED]
+        fresh, suspects = self._sweep(keys=[DUE, QUEUE], args=argv)
         return [item_id(_text(k)) for k in fresh], [item_id(_text(k)) for k in suspects]
 
     def mark_delivered(

@@ -29,6 +29,9 @@ BATCH = 8
 # second) rather than given a task of its own: every worker is busy, and a batch runs eight
 # attempts in one pool process where eight tasks would need eight (lua/enqueue.lua).
 BACKLOG = 64
+# Most tasks the sweeper lets wait in the queue (8,000 items in batches): the rest of a backlog
+# waits in the ledger, due, and is published as the queue drains (lua/sweep.lua).
+MAX_QUEUED = 1000
 # How long after publishing an item is due again, in case its message was lost: longer than a
 # message may wait outside the broker's list (taken by a worker that has not started it yet).
 PUBLISH_GRACE = 10.0

@@ -1,7 +1,9 @@
 -- KEYS: due, the broker queue (Celery's list in Redis).
--- ARGV: now (replaced by Redis's clock), grace (seconds), limit.
--- What the sweeper publishes: up to `limit` due items no task has taken. Each is marked
--- published (`queued`) and due again when the grace runs out, in case its message is lost.
+-- ARGV: now (replaced by Redis's clock), grace (seconds), limit, batch, most tasks queued.
+-- What the sweeper publishes: up to `limit` due items no task has taken, and no more than
+-- fill the queue to `most tasks queued` (at `batch` items a task): a backlog of millions waits
+-- in the ledger, not in Redis as messages. Each is marked published (`queued`) and due again
+-- when the grace runs out, in case its message is lost.
 -- Returns {fresh keys, suspect keys}: suspects (their lease ran out on an attempt that never
 -- ended, see claim.lua) go in tasks of their own, one each.
 -- Due items are retries come due, replays, and items whose message was lost (a crash between
@@ -11,9 +13,12 @@
 -- left until the grace runs out again.
 ARGV[1] = redis_now()
 local again = string.format('%.6f', tonumber(ARGV[1]) + tonumber(ARGV[2]))
-local backlog = redis.call('LLEN', KEYS[2]) > 0
+local queued = redis.call('LLEN', KEYS[2])
+local backlog = queued > 0
+local limit = math.min(tonumber(ARGV[3]), (tonumber(ARGV[5]) - queued) * tonumber(ARGV[4]))
 local fresh, suspects = {}, {}
-for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])) do
+if limit <= 0 then return {fresh, suspects} end
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit)) do
   local state = redis.call('HMGET', key, 'status', 'in_flight', 'queued')
   if state[1] ~= 'pending' then
     redis.call('ZREM', KEYS[1], key)
