@@ -74,7 +74,8 @@ class Sweeper(bootsteps.StartStopStep):
         self._stop.set()
 
     def _loop(self, app: Celery) -> None:
-        while not self._stop.wait(INTERVAL):
+        # At once, then every INTERVAL: a worker that starts on a backlog feeds it from the start.
+        while True:
             try:
                 sweep_once(app)
             except REDIS_ERRORS as exc:
@@ -82,6 +83,8 @@ class Sweeper(bootsteps.StartStopStep):
                 reachability(app.conf.refbridge_settings.redis_url).failed(exc)
             except Exception:  # noqa: BLE001 — the sweeper must outlive any one bad sweep
                 log.exception("sweep_crashed")
+            if self._stop.wait(INTERVAL):
+                return
 
 
 def install(app: Celery) -> None:
