@@ -98,8 +98,9 @@ def main() -> None:
         if not args.no_worker:
             stack.worker()
         apps = {
-            "bare": (bare_port, checkout_requests(int(seconds * 3500), bare_port, "bare")),
-            "bridge": (web_port, checkout_requests(int(seconds * 2500), web_port, "ack")),
+            # Enough for a fast machine: a window that runs out of requests would read as 0/s.
+            "bare": (bare_port, checkout_requests(int(seconds * 6000), bare_port, "bare")),
+            "bridge": (web_port, checkout_requests(int(seconds * 4000), web_port, "ack")),
         }
         used = {"bare": 0, "bridge": 0}
         windows: dict[str, list[dict]] = {"bare": [], "bridge": []}
