@@ -41,13 +41,11 @@ def sweep_once(app: Celery) -> int:
     tasks = 0
     while True:
         fresh, suspects = ledger.sweep(SWEEP_LIMIT)
-        batches = [fresh[start : start + BATCH] for start in range(0, len(fresh), BATCH)]
-        batches += [[suspect] for suspect in suspects]
-        for batch in batches:
-            ledger.publish(batch)
-        if batches:
-            log.info("swept", items=len(fresh), suspects=len(suspects), tasks=len(batches))
-        tasks += len(batches)
+        published = ledger.publish(fresh)  # BATCH to a task
+        published += sum(ledger.publish([suspect]) for suspect in suspects)  # each alone
+        if published:
+            log.info("swept", items=len(fresh), suspects=len(suspects), tasks=published)
+        tasks += published
         if len(fresh) + len(suspects) < SWEEP_LIMIT:
             break
     try:

@@ -151,11 +151,9 @@ class Ledger:
         for counter, amount in counts.items():
             pipe.hincrby(STATS, counter, amount)
         answers = pipe.execute()[: len(entries)]
-        new = [
-            entry[0] for entry, answer in zip(entries, answers, strict=True) if answer == PUBLISH
-        ]
-        for start in range(0, len(new), BATCH):
-            self.publish(new[start : start + BATCH])
+        self.publish(
+            [entry[0] for entry, answer in zip(entries, answers, strict=True) if answer == PUBLISH]
+        )
         return [bool(answer) for answer in answers]
 
     def _enqueue_call(
@@ -173,15 +171,19 @@ class Ledger:
             argv += [name, value]
         return [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE], argv
 
-    def publish(self, ids: Sequence[str]) -> None:
-        """Publish a task for `ids`; a failure is logged: the sweeper publishes them once their
-        grace runs out (lua/sweep.lua), so what was recorded is never lost."""
+    def publish(self, ids: Sequence[str]) -> int:
+        """Publish tasks for `ids`, BATCH to a task; how many. A failure is logged: the sweeper
+        publishes them once their grace runs out (lua/sweep.lua), so what was recorded is never
+        lost."""
         if self._send is None:
-            return
-        try:
-            self._send(ids)
-        except Exception as exc:  # noqa: BLE001 — recorded already: the sweeper takes over
-            log.warning("publish_failed", items=len(ids), error=type(exc).__name__)
+            return 0
+        batches = [ids[start : start + BATCH] for start in range(0, len(ids), BATCH)]
+        for batch in batches:
+            try:
+                self._send(batch)
+            except Exception as exc:  # noqa: BLE001 — recorded already: the sweeper takes over
+                log.warning("publish_failed", items=len(batch), error=type(exc).__name__)
+        return len(batches)
 
     def claim(self, ids: Sequence[str], lease: float) -> Claimed:
         """Claim the items `ids` for an attempt each, leased for `lease` seconds.
