@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from bridge.refund import Refund
+
 ConversionType = Literal["SALE", "LEAD", "TRIAL", "CUSTOM"]
 
 
@@ -148,4 +150,4 @@ class Rejected:
     detail: str = ""
 
 
-MappingResult = Conversion | Ignored | Rejected
+MappingResult = Conversion | Refund | Ignored | Rejected

@@ -177,11 +177,17 @@ class Settings:
     catchup_interval: int = 0
     catchup_window: int = 259200
     attribution_memory_days: int = 400
+    refund_clawbacks: bool = True
 
     @property
     def postback_url(self) -> str:
         """Where postbacks go."""
         return f"{self.refcampaign_api_url}/api/v1/conversions/postback"
+
+    @property
+    def refund_url(self) -> str:
+        """Where refunds and lost chargebacks go."""
+        return f"{self.refcampaign_api_url}/api/v1/conversions/refund"
 
     @property
     def paypal_verifies_live(self) -> bool:
@@ -244,6 +250,7 @@ class Settings:
             catchup_interval=read("CATCHUP_INTERVAL", _interval, 0),
             catchup_window=read("CATCHUP_WINDOW", _whole_seconds, 259200),
             attribution_memory_days=read("ATTRIBUTION_MEMORY_DAYS", _days, 400),
+            refund_clawbacks=read("REFUND_CLAWBACKS", _boolean, True),
         )
         if settings.delivery_backoff_max < settings.delivery_backoff_base:
             raise ConfigError("DELIVERY_BACKOFF_MAX", "must not be below DELIVERY_BACKOFF_BASE")

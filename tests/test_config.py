@@ -37,6 +37,7 @@ TABLE = (
     "CATCHUP_INTERVAL",
     "CATCHUP_WINDOW",
     "ATTRIBUTION_MEMORY_DAYS",
+    "REFUND_CLAWBACKS",
 )
 
 # (variable, attribute, documented default)
@@ -67,6 +68,7 @@ DEFAULTS = [
     ("CATCHUP_INTERVAL", "catchup_interval", 0),
     ("CATCHUP_WINDOW", "catchup_window", 259200),
     ("ATTRIBUTION_MEMORY_DAYS", "attribution_memory_days", 400),
+    ("REFUND_CLAWBACKS", "refund_clawbacks", True),
 ]
 
 # (variable, raw value, attribute, expected value) — one row per variable of the table.
@@ -113,6 +115,7 @@ READS = [
     ("CATCHUP_INTERVAL", "900", "catchup_interval", 900),
     ("CATCHUP_WINDOW", "3600", "catchup_window", 3600),
     ("ATTRIBUTION_MEMORY_DAYS", "30", "attribution_memory_days", 30),
+    ("REFUND_CLAWBACKS", "off", "refund_clawbacks", False),
 ]
 
 BAD_SECONDS = ["abc", "0", "-5", "", "nan", "inf", "1e400", "10s"]
@@ -213,6 +216,7 @@ def test_each_variable_is_read(variable, raw, attribute, expected):
 def test_postback_url_is_built_from_the_base_url():
     settings = Settings.from_env({"REFCAMPAIGN_API_URL": "https://rc.example.test/"})
     assert settings.postback_url == "https://rc.example.test/api/v1/conversions/postback"
+    assert settings.refund_url == "https://rc.example.test/api/v1/conversions/refund"
 
 
 @pytest.mark.parametrize("raw", ["1", "true", "TRUE", "yes", "on", " True "])

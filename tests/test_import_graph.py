@@ -23,7 +23,14 @@ LAYERS = [
     ("bridge.web", "bridge.ops", "bridge.catchup", "bridge"),  # bridge/__init__.py: the app factory
     ("bridge.delivery",),
     ("bridge.providers",),
-    ("bridge.conversion", "bridge.money", "bridge.json_text", "bridge.logs", "bridge.redis_client"),
+    (
+        "bridge.conversion",
+        "bridge.refund",
+        "bridge.money",
+        "bridge.json_text",
+        "bridge.logs",
+        "bridge.redis_client",
+    ),
     ("config",),
 ]
 

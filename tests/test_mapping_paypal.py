@@ -153,7 +153,7 @@ FREE_TRIAL: dict[str, Any] = {
 FIXTURE_OUTCOMES = {
     "boxbilling__web_accept_completed.txt": WEB_ACCEPT_SALE,
     "boxbilling__subscr_payment_completed.txt": SUBSCR_PAYMENT_SALE,
-    "boxbilling__refunded_subscr_payment.txt": ignored("payment_status_refunded"),
+    "boxbilling__refunded_subscr_payment.txt": ("Refund", "refund"),
     "django_paypal__cart_eur_windows1252_nonascii.txt": CART_SALE,
     "django_paypal__express_checkout_windows1252_custom_with_ampersand.txt": (
         EXPRESS_CHECKOUT_SALE
@@ -242,7 +242,7 @@ TABLE_ROWS: list[tuple[str, bytes, bool, Any]] = [
         True,
         ignored("unhandled_txn_type"),
     ),
-    ("a refund has no txn_type", REFUND, True, ignored("payment_status_refunded")),
+    ("a refund has no txn_type", REFUND, True, ("Refund", "refund")),
     (
         "a message with neither txn_type nor a failed status",
         edit(WEB_ACCEPT, txn_type=None),
@@ -257,8 +257,24 @@ TABLE_ROWS: list[tuple[str, bytes, bool, Any]] = [
             True,
             ignored(f"payment_status_{status.lower()}"),
         )
-        for status in ["Pending", "Refunded", "Reversed", "Denied", "Failed", "Canceled_Reversal"]
+        for status in ["Pending", "Denied", "Failed"]
     ],
+    # A refund or reversal names its sale in parent_txn_id (SPEC, Refunds and chargebacks).
+    *[
+        (
+            f"web_accept {status} without parent_txn_id",
+            edit(WEB_ACCEPT, payment_status=status),
+            True,
+            rejected("missing_parent_txn_id"),
+        )
+        for status in ["Refunded", "Reversed"]
+    ],
+    (
+        "web_accept Canceled_Reversal",
+        edit(WEB_ACCEPT, payment_status="Canceled_Reversal"),
+        True,
+        ignored("canceled_reversal"),
+    ),
     (
         "subscr_payment pending",
         edit(SUBSCR_PAYMENT, payment_status="Pending"),

@@ -148,6 +148,10 @@ SAMPLES: dict[str, tuple[object, object]] = {
         ignored("unhandled_event_type"),
         ignored("unhandled_event_type"),
     ),
+    # Refunds, whatever RECURRING_CONVERSIONS says (tests/test_mapping_refunds.py has the rest).
+    "solidus__payment_capture_refunded_v2.json": (("Refund", "refund"), ("Refund", "refund")),
+    "solidus__payment_capture_refunded_v1.json": (("Refund", "refund"), ("Refund", "refund")),
+    "jsonx__payment_sale_refunded.json": (("Refund", "refund"), ("Refund", "refund")),
 }
 
 
@@ -181,7 +185,7 @@ def test_the_capture_links_to_its_order() -> None:
 
 @pytest.mark.parametrize("name", paypal_webhook_fixture_names())
 def test_only_captures_name_an_order(name: str) -> None:
-    expected = "4K5112848U951142F" if "capture" in name else None
+    expected = "4K5112848U951142F" if "payment_capture_completed" in name else None
     assert capture_order_id(event_of(paypal_webhook_fixture(name))) == expected
 
 
@@ -208,8 +212,9 @@ def test_capture_order_id_is_none_unless_an_id(order_id: object) -> None:
     [
         ("PAYMENT.CAPTURE.COMPLETED", CAPTURE_SALE),
         ("PAYMENT.CAPTURE.PENDING", ignored("unhandled_event_type")),
-        ("PAYMENT.CAPTURE.REFUNDED", ignored("unhandled_event_type")),
-        ("PAYMENT.CAPTURE.REVERSED", ignored("unhandled_event_type")),
+        # A capture is no refund: it has no `up` link to a capture (test_mapping_refunds.py).
+        ("PAYMENT.CAPTURE.REFUNDED", rejected("missing_sale")),
+        ("PAYMENT.CAPTURE.REVERSED", rejected("missing_sale")),
         ("PAYMENT.CAPTURE.DENIED", ignored("unhandled_event_type")),
         ("PAYMENT.CAPTURE.DECLINED", ignored("unhandled_event_type")),
         ("CHECKOUT.ORDER.APPROVED", ignored("unhandled_event_type")),

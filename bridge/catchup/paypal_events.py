@@ -29,6 +29,7 @@ from bridge.delivery.http_client import OutboundSession, new_session, send
 from bridge.delivery.intake import PAYPAL_WEBHOOK
 from bridge.delivery.outcomes import RetryLater, is_redirect, redirect_host, retry_after_seconds
 from bridge.providers.paypal.webhooks import CAPTURE_COMPLETED, map_webhook_event
+from bridge.refund import CLAWBACKS_OFF, Refund
 from config import Settings
 
 EVENTS_PATH = "/v1/notifications/webhooks-events"
@@ -81,8 +82,10 @@ class PayPalEvents:
             yield events
             url = self._next(page) if events else None
 
-    def map(self, event: ProviderEvent) -> Conversion | Ignored:
+    def map(self, event: ProviderEvent) -> Conversion | Refund | Ignored:
         result = map_webhook_event(event.body, recurring=self.recurring)
+        if isinstance(result, Refund) and not self.settings.refund_clawbacks:
+            return Ignored(CLAWBACKS_OFF)
         if isinstance(result, Rejected):
             # The webhook path records these as rejected; here there is nothing to record.
             return Ignored(result.reason, result.detail)

@@ -27,6 +27,7 @@ from bridge.conversion import Conversion, Ignored
 from bridge.delivery import intake, memory
 from bridge.delivery.ledger import Ledger, item_key
 from bridge.delivery.stats import STATS, parse_stat, stat
+from bridge.refund import Refund
 
 COUNTER = "catchup_events"
 RUNS = "rb:catchup:runs"  # recent runs, newest first (JSON), for operators and the tests
@@ -107,9 +108,12 @@ def _take_page(
         summary.reached = min(e.created for e in page)
     counts: Counter[str] = Counter({stat(COUNTER, provider=provider, outcome="seen"): len(page)})
     conversions: list[tuple[Conversion, str]] = []
+    refunds: list[tuple[Refund, str]] = []
     for event in reversed(page):  # oldest first, as they happened
         mapped = source.map(event)
-        if isinstance(mapped, Ignored):
+        if isinstance(mapped, Refund):
+            refunds.append((mapped, event.event_id))
+        elif isinstance(mapped, Ignored):
             summary.ignored[mapped.reason] += 1
             counts[stat(COUNTER, provider=provider, outcome="ignored", reason=mapped.reason)] += 1
         elif summary.dry_run:  # its preview reads memory itself, without writing
@@ -121,8 +125,46 @@ def _take_page(
             (waiting if wait else conversions).append((mapped, event.event_id))
     if summary.dry_run:
         _preview(ledger, provider, conversions, summary)
+        _preview_refunds(ledger, refunds, summary)
         return
     _record(ledger, provider, conversions, summary, counts)
+    _record_refunds(ledger, provider, refunds, summary)
+
+
+def _record_refunds(
+    ledger: Ledger, provider: str, refunds: Sequence[tuple[Refund, str]], summary: Summary
+) -> None:
+    """Record the page's refunds after its sales (a worker sends each after its sale)."""
+    stats = (
+        stat(COUNTER, provider=provider, outcome="accepted"),
+        stat(COUNTER, provider=provider, outcome="duplicate"),
+    )
+    for refund, event_id in refunds:
+        result = intake.accept_refund(
+            ledger,
+            refund,
+            provider=provider,
+            event_id=event_id,
+            received_at=time.time(),
+            stats=stats,
+        )
+        if isinstance(result, intake.Accepted):
+            summary.recorded += 1
+            summary.refunds += 1
+        else:
+            summary.duplicate += 1
+
+
+def _preview_refunds(
+    ledger: Ledger, refunds: Sequence[tuple[Refund, str]], summary: Summary
+) -> None:
+    """What recording the refunds would do, read without writing."""
+    for refund, _ in refunds:
+        if ledger.redis.exists(f"rb:seen:refund:{refund.key}", item_key(refund.item_id)):
+            summary.duplicate += 1
+        else:
+            summary.recorded += 1
+            summary.refunds += 1
 
 
 def _record(

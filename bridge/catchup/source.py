@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge.conversion import Conversion, Ignored
+from bridge.refund import Refund
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class EventSource(Protocol):
         newest first."""
         ...
 
-    def map(self, event: ProviderEvent) -> Conversion | Ignored:
+    def map(self, event: ProviderEvent) -> Conversion | Refund | Ignored:
         """The webhook path's mapping of `event`."""
         ...
 

@@ -13,21 +13,19 @@ its retries would bypass the throttle; so its retries are off and every retry is
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import requests
 import stripe
 
 from bridge.catchup.source import CredentialsError, ProviderEvent, SourceError
 from bridge.catchup.throttle import MAX_TRIES, TIMEOUT, Throttle, pause_before_retry
 from bridge.conversion import Conversion, Ignored
-from bridge.delivery.http_client import OutboundSession, new_session
-from bridge.delivery.outcomes import redirect_host, retry_after_seconds
+from bridge.delivery.outcomes import retry_after_seconds
+from bridge.delivery.stripe_api import Redirected, get_json, header, stripe_client
 from bridge.providers.stripe.mapping import EVENT_TYPES, map_stripe_event
+from bridge.refund import CLAWBACKS_OFF, Refund
 from config import Settings
 
 # Stripe allows 100 requests/s in live mode and 25 per endpoint by default: stay well under.
@@ -35,28 +33,6 @@ MAX_RATE = 20.0
 PAGE_SIZE = 100  # Stripe's largest page
 NO_KEY = "STRIPE_API_KEY is not set: catch-up needs a restricted key with read access to Events"
 REFUSED = "Stripe refused STRIPE_API_KEY ({status}): check the key and its read access to Events"
-# The SDK logs every request and error body at info: a line per page, and Stripe's 401 message
-# names the key (masked). Catch-up logs its own retries and failures instead.
-logging.getLogger("stripe").setLevel(logging.WARNING)
-
-
-class Redirected(requests.RequestException):
-    """A 3xx answer: never followed (the key would travel to wherever it points)."""
-
-    def __init__(self, host: str) -> None:
-        super().__init__(f"redirect to {host}")
-        self.host = host
-
-
-class _NoRedirectSession(OutboundSession):
-    """The outbound session, with a 3xx raised so that the SDK cannot read it as a bad body."""
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        response = super().request(method, url, *args, **kwargs)
-        if 300 <= response.status_code < 400:
-            text = url.decode() if isinstance(url, bytes) else url
-            raise Redirected(redirect_host(response.headers.get("Location"), text))
-        return response
 
 
 class StripeEvents:
@@ -73,14 +49,8 @@ class StripeEvents:
         if not settings.stripe_api_key:
             raise CredentialsError(NO_KEY)
         self.recurring = settings.recurring_conversions
-        self.client = stripe.StripeClient(
-            settings.stripe_api_key,
-            base_addresses={"api": settings.stripe_api_url},
-            http_client=stripe.RequestsClient(
-                session=new_session(pool_size=1, kind=_NoRedirectSession), timeout=TIMEOUT
-            ),
-            max_network_retries=0,
-        )
+        self.clawbacks = settings.refund_clawbacks
+        self.client = stripe_client(settings, TIMEOUT)
         self.throttle = throttle or Throttle(MAX_RATE)
         self.sleep = sleep
         self.requests = 0
@@ -99,8 +69,11 @@ class StripeEvents:
                 return
             params["starting_after"] = events[-1].event_id
 
-    def map(self, event: ProviderEvent) -> Conversion | Ignored:
-        return map_stripe_event(event.body, recurring=self.recurring)
+    def map(self, event: ProviderEvent) -> Conversion | Refund | Ignored:
+        mapped = map_stripe_event(event.body, recurring=self.recurring)
+        if isinstance(mapped, Refund) and not self.clawbacks:
+            return Ignored(CLAWBACKS_OFF)
+        return mapped
 
     def _page(self, params: dict[str, Any]) -> dict[str, Any]:
         """One page as the plain JSON Stripe sent (what a webhook's body parses to)."""
@@ -109,16 +82,14 @@ class StripeEvents:
             self.throttle.wait()
             self.requests += 1
             try:
-                response = self.client.raw_request("get", "/v1/events", **params)
-                body: dict[str, Any] = json.loads(_response(response).body)
-                return body
+                return get_json(self.client, "/v1/events", **params)
             except (stripe.AuthenticationError, stripe.PermissionError) as exc:
                 # Stripe's message names the key (masked): not repeated.
                 raise CredentialsError(REFUSED.format(status=exc.http_status)) from None
             except stripe.RateLimitError as exc:
                 error, delay = (
                     "rate limited (429)",
-                    retry_after_seconds(_header(exc, "Retry-After")),
+                    retry_after_seconds(header(exc, "Retry-After")),
                 )
             except stripe.APIConnectionError as exc:
                 cause = exc.__cause__
@@ -132,18 +103,6 @@ class StripeEvents:
         raise SourceError(f"Stripe's event list failed {MAX_TRIES} times: {error}")
 
 
-def _response(response: Any) -> stripe.StripeResponse:
-    if not isinstance(response, stripe.StripeResponse):  # raw_request returns one, unparsed
-        raise SourceError("the Stripe SDK answered with something other than a response")
-    return response
-
-
 def _created(event: dict[str, Any]) -> int:
     created = event.get("created")
     return created if isinstance(created, int) else 0
-
-
-def _header(exc: stripe.StripeError, name: str) -> str | None:
-    headers = exc.headers or {}
-    value = headers.get(name) or headers.get(name.lower())
-    return str(value) if value is not None else None

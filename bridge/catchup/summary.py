@@ -21,6 +21,7 @@ class Summary:
     seen: int = 0
     duplicate: int = 0
     recorded: int = 0
+    refunds: int = 0  # of `recorded`, refunds and lost disputes
     unattributed: int = 0
     ignored: Counter[str] = field(default_factory=Counter)
     reached: int | None = None  # the oldest `created` read so far (events come newest first)
@@ -50,6 +51,7 @@ class Summary:
             "seen": self.seen,
             "alreadyRecorded": self.duplicate,
             "newlyRecorded": self.recorded,
+            "refunds": self.refunds,
             "ignored": self.ignored_total,
             "ignoredByReason": dict(sorted(self.ignored.items())),
             "unattributed": self.unattributed,
@@ -67,6 +69,7 @@ class Summary:
             f"  seen              {self.seen}",
             f"  already recorded  {self.duplicate}",
             f"  {recorded:<17} {self.recorded}",
+            f"    of them refunds      {self.refunds}",
             f"  ignored           {self.ignored_total}",
         ]
         out += [f"    {reason:<22} {n}" for reason, n in sorted(self.ignored.items())]

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import requests
 import structlog
 
-from bridge.delivery import intake, paypal_api, verified
-from bridge.delivery.http_client import post_conversion, verify_ipn
+from bridge.delivery import intake, paypal_api, refunds, verified
+from bridge.delivery.http_client import post_conversion, post_refund, verify_ipn
 from bridge.delivery.ledger import WORKER_DIED, Claim, Claimed, Ledger, item_number
 from bridge.delivery.outcomes import (
     Crashed,
@@ -57,6 +57,7 @@ class Worker:
 
 # Items holding a raw provider message that a worker verifies before anything is delivered.
 RAW_KINDS = ("ipn", intake.PAYPAL_WEBHOOK)
+REFUND = "refund"
 
 
 def attempt(worker: Worker, item_ids: Sequence[str]) -> dict[str, str]:
@@ -100,13 +101,18 @@ def process_item(worker: Worker, claim: Claim) -> str:
     )
     raw = item.get("kind") in RAW_KINDS
     if not raw:
-        bound = bound.bind(externalId=item.get("external_id"))
+        bound = bound.bind(externalId=item.get("external_id") or None)
+    if item.get("kind") == REFUND:
+        bound = bound.bind(kind=REFUND)
     try:
-        outcome = _verify(worker, claim) if raw else _deliver(worker, item)
+        outcome = _verify(worker, claim) if raw else _deliver(worker, claim)
     except Exception as exc:  # noqa: BLE001 — one item's failure must not stop its batch
         bound.exception("attempt_crashed")
         # The exception's type only: its message may quote the item.
         outcome = Crashed(f"attempt crashed: {type(exc).__name__}")
+    if isinstance(outcome, str):  # a refund that waits for its sale, or is not sent: applied
+        bound.info("attempt_finished", outcome=outcome)
+        return outcome
     notes: dict[str, str | float] = {}
     try:
         word = _record(worker, claim, item, outcome, notes)
@@ -119,8 +125,15 @@ def process_item(worker: Worker, claim: Claim) -> str:
     return word
 
 
-def _deliver(worker: Worker, item: dict[str, str]) -> Outcome:
-    return post_conversion(worker.session, worker.settings, json.loads(item["payload"]))
+def _deliver(worker: Worker, claim: Claim) -> Outcome | str:
+    """POST a conversion; or a refund, once it knows its sale and that sale was delivered
+    (else a word for what it did instead: bridge/delivery/refunds.py)."""
+    if claim.item.get("kind") == REFUND:
+        prepared = refunds.prepare(worker.ledger, worker.settings, claim)
+        if not isinstance(prepared, refunds.Send):
+            return prepared
+        return post_refund(worker.session, worker.settings, prepared.payload)
+    return post_conversion(worker.session, worker.settings, json.loads(claim.item["payload"]))
 
 
 def _verify(worker: Worker, claim: Claim) -> Outcome:
@@ -162,6 +175,11 @@ def _record(
             "conversion_id": outcome.conversion_id or "",
             "last_error": "",
         }
+        if item.get("kind") == REFUND:
+            sent = "already_refunded" if outcome.already else "refunded"
+            fields["already_refunded"] = "1" if outcome.already else ""
+            done = stat(refunds.REFUNDS, outcome="sent" if not outcome.already else sent)
+            return _applied(ledger.mark_done(claim, fields, done), sent)
         ledger.mark_delivered(claim, fields, latency=now - item_number(item, "received_at", now))
         return "delivered"
     if isinstance(outcome, Verified):
@@ -194,6 +212,8 @@ def _stat_for(item: dict[str, str], outcome: str, reason: str = "") -> str:
         return stat("verifications", outcome=outcome)
     if item.get("kind") == intake.PAYPAL_WEBHOOK:
         return stat(WEBHOOK_VERIFICATIONS, outcome=outcome)
+    if item.get("kind") == REFUND:
+        return stat(refunds.REFUNDS, outcome=outcome, reason=reason)
     return stat("postbacks", outcome=outcome, reason=reason)
 
 

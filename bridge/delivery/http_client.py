@@ -10,7 +10,15 @@ from urllib.parse import urlsplit
 import requests
 
 from bridge.delivery.deadline import DeadlineAdapter, within
-from bridge.delivery.outcomes import Outcome, RetryLater, classify_postback, classify_verification
+from bridge.delivery.outcomes import (
+    DeadLetter,
+    Delivered,
+    Outcome,
+    RetryLater,
+    classify_postback,
+    classify_verification,
+    truncate,
+)
 from bridge.providers.paypal.ipn import verification_body
 from config import Settings
 
@@ -103,6 +111,35 @@ def post_conversion(
             pass
     return classify_postback(
         response.status_code, response.headers, response.text, conversion_id, url
+    )
+
+
+def post_refund(session: requests.Session, settings: Settings, payload: dict[str, Any]) -> Outcome:
+    """POST one refund to RefCampaign's refund endpoint; the classified answer (a 404 is
+    `not_found`: RefCampaign has no conversion of that externalId). Never raises for network
+    trouble."""
+    headers = {"Authorization": f"Bearer {settings.refcampaign_api_key}"}
+    url = settings.refund_url
+    response = send(session, "POST", url, settings.delivery_timeout, json=payload, headers=headers)
+    if isinstance(response, RetryLater):
+        return response
+    if response.status_code == 404:
+        return DeadLetter("not_found", 404, truncate(response.text))
+    outcome = classify_postback(response.status_code, response.headers, response.text, None, url)
+    if not isinstance(outcome, Delivered):
+        return outcome
+    # {"success": true, "data": {"success": true, "conversionId": …, "alreadyRefunded": …}}
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    data = body.get("data") if isinstance(body, dict) else None
+    data = data if isinstance(data, dict) else {}
+    found = data.get("conversionId")
+    return Delivered(
+        outcome.status,
+        found if isinstance(found, str) else None,
+        data.get("alreadyRefunded") is True,
     )
 
 

@@ -14,6 +14,7 @@ from bridge.conversion import Conversion
 from bridge.delivery import memory
 from bridge.delivery.ledger import Ledger
 from bridge.delivery.stats import stat
+from bridge.refund import Refund
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def accept_conversion(
     conversion = ledger.memory.attribute(conversion)
     if not conversion.attributed:
         ledger.count(stat("webhooks", provider=provider, outcome="unattributed"))
+        ledger.memory.remember(conversion, sent=False)  # so that its refunds are not sent
         return Unattributed()
     seen, fields = _conversion_entry(conversion, provider, event_id, received_at)
     recorded = ledger.enqueue(
@@ -65,6 +67,33 @@ def accept_conversion(
         remember=memory.entries(conversion),
     )
     return Accepted(conversion.external_id, conversion.attributed_from) if recorded else Duplicate()
+
+
+def accept_refund(
+    ledger: Ledger,
+    refund: Refund,
+    *,
+    provider: str,
+    event_id: str,
+    received_at: float,
+    stats: tuple[str, str] | None = None,
+) -> IntakeResult:
+    """Record `refund` for a worker to match to its conversion and send once that conversion
+    is delivered (bridge/delivery/refunds.py); Duplicate when this refund is recorded already
+    (a resend, the same PayPal refund through IPN and a REST webhook, catch-up)."""
+    fields: dict[str, str | float] = {
+        **refund.fields(),
+        "provider": provider,
+        "event_id": event_id,
+        "received_at": received_at,
+    }
+    recorded = ledger.enqueue(
+        refund.item_id,
+        f"rb:seen:refund:{refund.key}",
+        fields,
+        _intake_stats(provider) if stats is None else stats,
+    )
+    return Accepted(refund.item_id) if recorded else Duplicate()
 
 
 def seen_key(provider: str, event_id: str) -> str:
@@ -116,6 +145,8 @@ def accept_conversions(
             recorded += ledger.enqueue_many(pending, stats, {})
             pending = []
         conversion = ledger.memory.attribute(conversion)
+        if not conversion.attributed:
+            ledger.memory.remember(conversion, sent=False)  # so that its refunds are not sent
         attributed.append(conversion.attributed)
         remembered_from.append(conversion.attributed_from)
         if conversion.attributed:

@@ -27,6 +27,8 @@ REJECTED = "rb:rejected"
 SUSPECT = "rb:suspect"
 # Suspects put back behind the one in flight, made due again when it frees the slot.
 SUSPECTS_WAITING = "rb:suspects:waiting"
+# Refunds held until their conversion is delivered (lua/refund_gate.lua).
+REFUNDS_WAITING = "rb:refunds:waiting"
 SEEN_TTL = 30 * 24 * 3600
 KEEP_DONE = 30 * 24 * 3600
 REJECTED_KEEP = 1000
@@ -49,6 +51,11 @@ _DEATH_STATS = (
 def item_key(item_id: str) -> str:
     """The Redis key of an item."""
     return PREFIX + item_id
+
+
+def waiting_refunds_key(item_id: str) -> str:
+    """The set of refunds waiting for conversion `item_id` to be delivered (refund_gate.lua)."""
+    return f"rb:after:{item_id}"
 
 
 def item_id(key: str) -> str:
@@ -279,7 +286,7 @@ class Ledger:
         for name, value in fields.items():
             argv += [name, value]
         keys = [item_key(claim.item_id), DUE, DLQ, STATS, RETRY, UNDELIVERED, SUSPECT]
-        keys += [SUSPECTS_WAITING]
+        keys += [SUSPECTS_WAITING, waiting_refunds_key(claim.item_id), REFUNDS_WAITING]
         return bool(self._finish_script(keys=keys, args=argv))
 
     def discard(self, claim: Claim, seen: str, counter: str = "") -> bool:
@@ -314,8 +321,15 @@ class Ledger:
         return list(dict.fromkeys(item_id(_text(key)) for key, _ in found))
 
     def purge(self, ids: Iterable[str]) -> list[str]:
-        """Delete dead-lettered items; the ids that were deleted."""
-        return [i for i in ids if self._purge(keys=[item_key(i), DLQ])]
+        """Delete dead-lettered items (and end the refunds waiting for them as not sent);
+        the ids that were deleted."""
+        return [
+            i
+            for i in ids
+            if self._purge(
+                keys=[item_key(i), DLQ, waiting_refunds_key(i), REFUNDS_WAITING], args=[KEEP_DONE]
+            )
+        ]
 
     def count(self, *stats: str) -> None:
         """Add one to each counter named (see bridge.delivery.stats.stat)."""

@@ -62,6 +62,8 @@ class Remembered:
     session_id: str | None
     click_id: str | None
     affiliate_code: str | None
+    # False for a conversion recorded as unattributed: never sent, nor are its refunds.
+    sent: bool = True
 
 
 Entry = tuple[str, bytes, bytes]
@@ -86,8 +88,9 @@ class Writes:
 NOTHING = Writes([], [])
 
 
-def entries(conversion: Conversion) -> Writes:
-    """What recording `conversion` leaves in memory (see the module's docstring)."""
+def entries(conversion: Conversion, sent: bool = True) -> Writes:
+    """What recording `conversion` leaves in memory (see the module's docstring); `sent` False
+    for one never sent (unattributed), so that its refunds are not sent either."""
     payment = conversion.handles.payment[:_MAX_HANDLES]
     # The record lives where its first payment handle would point from (a refund names the
     # payment, so it finds it in one step, and that handle needs no field of its own); a
@@ -96,7 +99,7 @@ def entries(conversion: Conversion) -> Writes:
         record, payment = _digest("handle", payment[0]), payment[1:]
     else:
         record = _digest("record", conversion.external_id)
-    text = _record_text(conversion)
+    text = _record_text(conversion, sent)
     rest = text[_FIRST_CHUNK:]
     chunks = [text[:_FIRST_CHUNK]] + [rest[i : i + _CHUNK] for i in range(0, len(rest), _CHUNK)]
     if len(chunks) > _MAX_CHUNKS:
@@ -165,9 +168,10 @@ class Memory:
         answer = self._recall(args=args)
         return (int(answer[0]), _parse(answer[1])) if answer else None
 
-    def remember(self, conversion: Conversion) -> None:
-        """Remember `conversion` without recording it for delivery (a PayPal sign-up's ids)."""
-        self._remember(args=entries(conversion).args())
+    def remember(self, conversion: Conversion, sent: bool = True) -> None:
+        """Remember `conversion` without recording it for delivery (a PayPal sign-up's ids;
+        with `sent` False, an unattributed sale, so that its refunds are not sent)."""
+        self._remember(args=entries(conversion, sent).args())
 
     def trim(self, buckets: int) -> int:
         """Delete the expired entries of the next `buckets` buckets; how many were deleted."""
@@ -185,7 +189,10 @@ def _place(digest: bytes) -> tuple[str, bytes]:
     return f"{PREFIX}{number:04x}", digest[2:]
 
 
-def _record_text(conversion: Conversion) -> bytes:
+_NOT_SENT = "u"
+
+
+def _record_text(conversion: Conversion, sent: bool = True) -> bytes:
     parts = (
         conversion.external_id,
         str(conversion.amount),
@@ -193,6 +200,7 @@ def _record_text(conversion: Conversion) -> bytes:
         conversion.session_id or "",
         conversion.click_id or "",
         conversion.affiliate_code or "",
+        "" if sent else _NOT_SENT,
     )
     # Empty ids at the end take no room: _parse reads them back as absent.
     text = _SEPARATOR.join(part.replace(_SEPARATOR, "") for part in parts)
@@ -201,10 +209,10 @@ def _record_text(conversion: Conversion) -> bytes:
 
 def _parse(raw: bytes) -> Remembered | None:
     parts = raw.decode("utf-8", "replace").split(_SEPARATOR)
-    parts += [""] * (6 - len(parts))
-    if len(parts) != 6 or not parts[1].isdigit():
+    parts += [""] * (7 - len(parts))
+    if len(parts) != 7 or not parts[1].isdigit():
         return None
-    external_id, amount, currency, session_id, click_id, affiliate_code = parts
+    external_id, amount, currency, session_id, click_id, affiliate_code, flags = parts
     return Remembered(
         external_id,
         int(amount),
@@ -212,4 +220,5 @@ def _parse(raw: bytes) -> Remembered | None:
         session_id or None,
         click_id or None,
         affiliate_code or None,
+        sent=flags != _NOT_SENT,
     )

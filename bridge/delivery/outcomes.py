@@ -23,6 +23,8 @@ class Delivered:
 
     status: int
     conversion_id: str | None
+    # A refund RefCampaign had applied already (`alreadyRefunded`): a no-op there.
+    already: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from bridge.delivery import intake, paypal_api
 from bridge.delivery.ledger import Claim, Ledger, item_number
 from bridge.delivery.outcomes import RetryLater
 from bridge.delivery.stats import stat
-from bridge.providers.paypal.ipn import map_ipn, parse_ipn
+from bridge.providers.paypal.ipn import CANCELED_REVERSAL, map_ipn, parse_ipn
 from bridge.providers.paypal.webhooks import map_webhook_event, parse_event
+from bridge.refund import CLAWBACKS_OFF, Refund
 from config import Settings
 
 log = structlog.get_logger("refbridge.worker")
@@ -80,7 +81,16 @@ def after_ipn(ledger: Ledger, settings: Settings, claim: Claim, item: dict[str, 
         reject(ledger, claim, item, result.reason, result.detail)
         return "rejected"
     done = {"status": "verified", "raw": ""}
+    if isinstance(result, Refund):
+        return _accept_refund(ledger, settings, claim, item, result, done)
     if isinstance(result, Ignored):
+        if result.reason == CANCELED_REVERSAL:
+            # Nothing undoes a clawback: a person must put the commission back by hand.
+            log.warning(
+                "chargeback_won_back",
+                parent_txn_id=fields.get("parent_txn_id", "")[:64],
+                provider_event_id=item.get("event_id"),
+            )
         if result.remember is not None:  # a sign-up: its payments will carry no `custom`
             ledger.memory.remember(result.remember)
         ignored = stat("webhooks", provider="paypal", outcome="ignored", reason=result.reason)
@@ -103,6 +113,8 @@ def after_event(
         reject(ledger, claim, item, result.reason, result.detail)
         return "rejected"
     done = {"status": "verified", "raw": "", "headers": ""}
+    if isinstance(result, Refund):
+        return _accept_refund(ledger, settings, claim, item, result, done)
     if isinstance(result, Ignored):
         ignored = stat(
             "webhooks", provider=intake.PAYPAL_WEBHOOK, outcome="ignored", reason=result.reason
@@ -117,6 +129,31 @@ def after_event(
         if email:
             result = replace(result, customer_email_hash=email_hash(email))
     return _accept_mapped(ledger, claim, item, result, done, event_id=event["id"])
+
+
+def _accept_refund(
+    ledger: Ledger,
+    settings: Settings,
+    claim: Claim,
+    item: dict[str, str],
+    refund: Refund,
+    done: dict[str, str],
+) -> str:
+    """Record a verified PayPal refund for delivery after its sale; mark the message done."""
+    provider = item.get("provider") or "paypal"
+    if not settings.refund_clawbacks:
+        ignored = stat("webhooks", provider=provider, outcome="ignored", reason=CLAWBACKS_OFF)
+        ledger.mark_done(claim, {**done, "reason": CLAWBACKS_OFF}, ignored)
+        return "ignored"
+    accepted = intake.accept_refund(
+        ledger,
+        refund,
+        provider=provider,
+        event_id=item.get("event_id") or refund.key,
+        received_at=item_number(item, "received_at", time.time()),
+    )
+    ledger.mark_done(claim, {**done, "external_id": refund.item_id})
+    return "verified" if isinstance(accepted, intake.Accepted) else "duplicate"
 
 
 def _accept_mapped(

@@ -176,6 +176,9 @@ def _status_table(data: dict[str, Any]) -> str:
         for key in keys:
             value = data.get(key)
             lines.append(f"  {key.replace('_', ' '):<{width}}  {'-' if value is None else value}")
+    lines.append("Refunds")
+    for key, value in data.get("refunds", {}).items():
+        lines.append(f"  {key.replace('_', ' '):<{width}}  {value}")
     for provider, run in data.get("catchup", {}).items():
         lines.append(f"Catch-up ({provider})")
         for key, value in run.items():

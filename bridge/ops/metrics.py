@@ -31,6 +31,12 @@ COUNTERS = {
         "Postback attempts to RefCampaign, by outcome",
         ("outcome", "reason"),
     ),
+    "refunds": (
+        "refbridge_refunds",
+        "Refunds and lost chargebacks, by outcome (sent, already_refunded, waiting, "
+        "unknown_payment, not_sent, retried, dead_lettered)",
+        ("outcome", "reason"),
+    ),
     "verifications": (
         "refbridge_ipn_verifications",
         "IPN verification attempts, by outcome",

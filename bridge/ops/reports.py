@@ -8,13 +8,22 @@ from typing import Any
 
 from bridge.catchup.run import last_runs
 from bridge.delivery.intake import PAYPAL_WEBHOOK
-from bridge.delivery.ledger import DLQ, DUE, RETRY, UNDELIVERED, Ledger, item_key
+from bridge.delivery.ledger import (
+    DLQ,
+    DUE,
+    REFUNDS_WAITING,
+    RETRY,
+    UNDELIVERED,
+    Ledger,
+    item_key,
+)
 from bridge.delivery.publish import QUEUE
 from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, parse_stat, totals
 from bridge.redis_client import redis_time
 
-# The counters of attempts: postbacks, IPN verifications, PayPal REST event verifications.
-ATTEMPT_COUNTERS = ("postbacks", "verifications", WEBHOOK_VERIFICATIONS)
+# The counters of attempts: postbacks, IPN verifications, PayPal REST event verifications,
+# refunds.
+ATTEMPT_COUNTERS = ("postbacks", "verifications", WEBHOOK_VERIFICATIONS, "refunds")
 # Due this long ago and still not claimed: no worker is sweeping.
 OVERDUE_AFTER = 5.0
 
@@ -31,7 +40,8 @@ def _snapshot(ledger: Ledger) -> tuple[dict[str, str], dict[str, float | None]]:
     pipe.zcard(RETRY)
     pipe.zcard(DLQ)
     pipe.zrange(UNDELIVERED, 0, 0, withscores=True)
-    stats, tasks, due, pending, overdue, retries, dead, oldest = pipe.execute()
+    pipe.scard(REFUNDS_WAITING)
+    stats, tasks, due, pending, overdue, retries, dead, oldest, waiting = pipe.execute()
     counters = {k.decode(): v.decode() for k, v in stats.items()}
     gauges: dict[str, float | None] = {
         "queue_depth": tasks + due,
@@ -40,6 +50,7 @@ def _snapshot(ledger: Ledger) -> tuple[dict[str, str], dict[str, float | None]]:
         "scheduled_retries": retries,
         "dead_letter": dead,
         "oldest_undelivered_age_seconds": round(now - oldest[0][1], 1) if oldest else None,
+        "refunds_waiting": waiting,
     }
     return counters, gauges
 
@@ -51,6 +62,7 @@ GAUGE_DOCS = {
     "scheduled_retries": "Items waiting for a scheduled retry",
     "dead_letter": "Entries in the dead-letter queue",
     "oldest_undelivered_age_seconds": "Age of the oldest item not yet delivered",
+    "refunds_waiting": "Refunds held until their conversion is delivered",
 }
 
 
@@ -77,6 +89,15 @@ def status(ledger: Ledger) -> dict[str, Any]:
         "worker_died": _across(sums, "worker_died"),
         "dead_lettered": _across(sums, "dead_lettered"),
         **_paypal_webhooks(counters, sums),
+        "refunds": {
+            "sent": sums.get("refunds.sent", 0),
+            "already_refunded": sums.get("refunds.already_refunded", 0),
+            "waiting": gauges["refunds_waiting"],
+            "unknown_payment": sums.get("refunds.unknown_payment", 0),
+            "not_sent": sums.get("refunds.not_sent", 0),
+            "retried": sums.get("refunds.retried", 0),
+            "dead_lettered": sums.get("refunds.dead_lettered", 0),
+        },
         "consumer_stuck": sums.get("worker.consumer_stuck", 0),
         "last_delivered_at": _iso(counters.get("last_delivered_at")),
         "last_error": counters.get("last_error") or None,

@@ -13,6 +13,7 @@ from bridge.delivery import intake
 from bridge.delivery.ledger import Ledger
 from bridge.providers.stripe.mapping import map_stripe_event
 from bridge.providers.stripe.signature import StripeEventError, verify_stripe_event
+from bridge.refund import CLAWBACKS_OFF, Refund
 from bridge.web.edge import count_webhook, read_body
 from config import Settings
 
@@ -46,6 +47,8 @@ def stripe_blueprint(settings: Settings, ledger: Ledger) -> Blueprint:
             log.info("webhook_ignored", event_type=event["type"], reason=result.reason)
             count_webhook(ledger, provider="stripe", outcome="ignored", reason=result.reason)
             return _received()
+        if isinstance(result, Refund):
+            return _refund(settings, ledger, result, event, received_at)
         outcome = intake.accept_conversion(
             ledger, result, provider="stripe", event_id=event["id"], received_at=received_at
         )
@@ -58,6 +61,22 @@ def stripe_blueprint(settings: Settings, ledger: Ledger) -> Blueprint:
         return _received()
 
     return routes
+
+
+def _refund(
+    settings: Settings, ledger: Ledger, refund: Refund, event: dict[str, Any], received_at: float
+) -> Response:
+    """Record a refund or lost dispute for a worker to send after its sale (or not at all,
+    with REFUND_CLAWBACKS off)."""
+    if not settings.refund_clawbacks:
+        log.info("webhook_ignored", event_type=event["type"], reason=CLAWBACKS_OFF)
+        count_webhook(ledger, provider="stripe", outcome="ignored", reason=CLAWBACKS_OFF)
+        return _received()
+    outcome = intake.accept_refund(
+        ledger, refund, provider="stripe", event_id=event["id"], received_at=received_at
+    )
+    log.info("refund_recorded", outcome=intake.word(outcome), refund=refund.item_id)
+    return _received()
 
 
 def _attributed_from(outcome: intake.IntakeResult) -> dict[str, str]:

@@ -158,7 +158,7 @@ def test_422_is_dead_lettered_at_once_and_shown_by_the_cli(
 
     human = ok(cli("status")).splitlines()
     sections = [line for line in human if not line.startswith(" ")]
-    assert sections == ["Work", "Counts", "PayPal REST webhooks", "Latest"]
+    assert sections == ["Work", "Counts", "PayPal REST webhooks", "Latest", "Refunds"]
     rows = dict(
         re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in human if line.startswith(" ")
     )

@@ -1,9 +1,22 @@
-"""A RefCampaign stand-in that answers postbacks the way `refcampaign-postback.md` documents.
+"""A RefCampaign stand-in that answers postbacks the way `refcampaign-postback.md` documents,
+and refunds the way RefCampaign's API reference documents `POST /api/v1/conversions/refund`
+(Conversions, "Refund a conversion and claw back its commission"; SDK 2.3.0 `refundConversion()`).
 
-401 without the right Bearer key; 422 for any payload the docs rule out; idempotent on
+Postbacks: 401 without the right Bearer key; 422 for any payload the docs rule out; idempotent on
 `externalId` ("Conversion already tracked"). Tests can script answers (503, 429 + Retry-After,
 422, 409, slow or no answer) for the next requests with `script()`, and make one conversion kill
-the worker that posts it with `kill_on()` (what a payload that runs it out of memory would do).
+the worker that posts it with `kill_on()` (what a payload that runs it out of memory would do);
+`per_conversion` scripts the answer to one conversion's postbacks.
+
+Refunds: `{"externalId", "amount"?, "reason"?}`, errors in RefCampaign's envelope
+`{"success": false, "error": {"code", "message", "details"}}`: 401 `UNAUTHORIZED`, 415
+`UNSUPPORTED_MEDIA_TYPE`, 400 `INVALID_JSON`, 422 `VALIDATION_ERROR` (including a partial amount
+over what is left unrefunded), 404 `NOT_FOUND` (no postback of that `externalId` was accepted).
+A refund without `amount` refunds the whole conversion; partial amounts add up until they reach
+the postback's `amount`. A refund of a refunded conversion changes nothing (`alreadyRefunded`).
+`refunds` keeps the bodies applied, `refunded` the total per `externalId` (None: a full refund);
+`script_refunds()` scripts answers for the next refund requests only. `script()` and `default`
+apply to any request; `per_conversion` and `kill_on()` to postbacks only.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from typing import Any
 from tests.standins.http import Handler, StandInServer
 
 PATH = "/api/v1/conversions/postback"
+REFUND_PATH = "/api/v1/conversions/refund"
 TYPES = {"SALE", "LEAD", "TRIAL", "CUSTOM"}
 # RefCampaign's SDK 2.2.0: "the postback validation now accepts a request carrying any one of the
 # three" (sessionId, customerEmailHash, affiliateCode); the postback guide lists the others.
@@ -77,6 +91,31 @@ def payload_problems(body: Any) -> list[str]:
     return problems
 
 
+def refund_problems(body: Any) -> list[str]:
+    """Why the docs would refuse the refund `body` with 422 (empty when it is acceptable)."""
+    if not isinstance(body, dict):
+        return ["body is not a JSON object"]
+    problems = []
+    ext = body.get("externalId")
+    if not isinstance(ext, str) or not 1 <= len(ext) <= 255:
+        problems.append("externalId must be a string of 1-255 characters")
+    if "amount" in body:
+        amount = body["amount"]
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            problems.append("amount must be a positive integer in minor units")
+    if "reason" in body:
+        reason = body["reason"]
+        if not isinstance(reason, str) or not 1 <= len(reason) <= 500:
+            problems.append("reason must be a string of 1-500 characters")
+    return problems
+
+
+def envelope(code: str, message: str, details: Any = None) -> bytes:
+    """RefCampaign's error envelope."""
+    error = {"code": code, "message": message, "details": details}
+    return json.dumps({"success": False, "error": error}).encode()
+
+
 @dataclass
 class Scripted:
     """One scripted answer; `status=None` answers normally, after `delay`."""
@@ -96,11 +135,16 @@ class RefCampaignHandler(Handler):
     def do_POST(self) -> None:  # noqa: N802 — http.server's naming
         body = self.read_body()
         server = self.server
+        postback = self.path == PATH
         with server.lock:
             server.requests.append(self.record(body))
-            scripted = server.scripted.pop(0) if server.scripted else server.default
-            scripted = server.answer_for(body) or scripted
-        if server.kill_if_posting(body):
+            if self.path == REFUND_PATH and server.refund_scripted:
+                scripted: Scripted | None = server.refund_scripted.pop(0)
+            else:
+                scripted = server.scripted.pop(0) if server.scripted else server.default
+                if postback:
+                    scripted = server.answer_for(body) or scripted
+        if postback and server.kill_if_posting(body):
             return  # no answer: the worker that would read it is gone
         if scripted is not None:
             if scripted.delay:
@@ -131,6 +175,8 @@ class RefCampaignHandler(Handler):
 
     def answer(self, raw: bytes) -> None:
         server = self.server
+        if self.path == REFUND_PATH:
+            return self.answer_refund(raw)
         if self.path != PATH:
             return self.reply(404, b'{"error":"not found"}')
         if self.headers.get("Authorization") != f"Bearer {server.api_key}":
@@ -163,6 +209,27 @@ class RefCampaignHandler(Handler):
             server.arrived.notify_all()
         self.reply(200, json.dumps(answer).encode(), {"Content-Type": "application/json"})
 
+    def answer_refund(self, raw: bytes) -> None:
+        """Answer `POST /api/v1/conversions/refund` as RefCampaign's API reference documents."""
+        server = self.server
+        json_type = {"Content-Type": "application/json"}
+        if self.headers.get("Authorization") != f"Bearer {server.api_key}":
+            return self.reply(401, envelope("UNAUTHORIZED", "invalid API key"), json_type)
+        if not (self.headers.get("Content-Type") or "").startswith("application/json"):
+            body = envelope("UNSUPPORTED_MEDIA_TYPE", "expected application/json")
+            return self.reply(415, body, json_type)
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            return self.reply(400, envelope("INVALID_JSON", "invalid JSON"), json_type)
+        problems = refund_problems(payload)
+        if problems:
+            body = envelope("VALIDATION_ERROR", "invalid request body", problems)
+            return self.reply(422, body, json_type)
+        with server.lock:
+            status, answer = server.apply_refund(payload)
+        self.reply(status, answer, json_type)
+
 
 class RefCampaign(StandInServer):
     def __init__(self, api_key: str) -> None:
@@ -176,7 +243,41 @@ class RefCampaign(StandInServer):
         self.arrived = threading.Condition(self.lock)
         self.killer: tuple[str, Callable[[], int | None]] | None = None
         self.kills = 0
-        self.per_conversion: dict[str, Scripted] = {}
+        self.per_conversion: dict[str, Scripted] = {}  # answers to postbacks only
+        self.refunds: list[dict[str, Any]] = []  # refund bodies applied, in order
+        self.refunded: dict[str, int | None] = {}  # externalId -> total refunded (None: full)
+        self.refund_scripted: list[Scripted] = []
+
+    def apply_refund(self, payload: dict[str, Any]) -> tuple[int, bytes]:
+        """Apply a valid refund body; the status and body to answer (lock held)."""
+        external_id = payload["externalId"]
+        conversion = self.conversions.get(external_id)
+        if conversion is None:
+            message = f"no conversion with externalId {external_id!r}"
+            return 404, envelope("NOT_FOUND", message, {"externalId": external_id})
+        if self.is_refunded(external_id):
+            return 200, _refund_done(conversion["id"], already=True)
+        amount = payload.get("amount")
+        if amount is None:
+            self.refunded[external_id] = None
+        else:
+            total = self.refunded.get(external_id) or 0
+            left = conversion["payload"]["amount"] - total
+            if amount > left:
+                details = {"amount": amount, "unrefunded": left}
+                message = "amount exceeds the unrefunded amount"
+                return 422, envelope("VALIDATION_ERROR", message, details)
+            self.refunded[external_id] = total + amount
+        self.refunds.append(payload)
+        self.arrived.notify_all()
+        return 200, _refund_done(conversion["id"], already=False)
+
+    def is_refunded(self, external_id: str) -> bool:
+        """Whether the conversion was refunded in full, at once or in parts (lock held)."""
+        if external_id not in self.refunded:
+            return False
+        total = self.refunded[external_id]
+        return total is None or total >= self.conversions[external_id]["payload"]["amount"]
 
     def answer_for(self, body: bytes) -> Scripted | None:
         """The answer scripted for the conversion `body` posts, if any (lock held)."""
@@ -216,10 +317,46 @@ class RefCampaign(StandInServer):
         with self.lock:
             self.scripted.extend(answers)
 
-    def postbacks(self) -> list[dict[str, Any]]:
-        """Every postback body received (including refused ones), in order."""
+    def script_refunds(self, *answers: Scripted) -> None:
+        """Answer the next refund requests (only them) with `answers`, in order; a refund request
+        takes from these before any `script()` answer."""
         with self.lock:
-            return [json.loads(r["body"]) for r in self.requests if r["body"]]
+            self.refund_scripted.extend(answers)
+
+    def postbacks(self) -> list[dict[str, Any]]:
+        """Every postback body received (including refused ones), in order: every request body
+        but the refund requests'."""
+        with self.lock:
+            return [
+                json.loads(r["body"])
+                for r in self.requests
+                if r["body"] and r["path"] != REFUND_PATH
+            ]
+
+    def refund_requests(self) -> list[Any]:
+        """Every JSON body posted to the refund path (including refused ones), in order; None for
+        a body that is not JSON."""
+        with self.lock:
+            bodies = [r["body"] for r in self.requests if r["path"] == REFUND_PATH]
+        return [_json_or_none(body) for body in bodies]
+
+    def wait_for_refunds(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Block until `count` refunds were applied; the refund bodies applied."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while len(self.refunds) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"{len(self.refunds)} of {count} refunds applied after {timeout}s "
+                        f"({len(self._refund_records())} refund requests received)"
+                    )
+                self.arrived.wait(left)
+            return list(self.refunds)
+
+    def _refund_records(self) -> list[dict[str, Any]]:
+        """The recorded requests to the refund path (lock held)."""
+        return [r for r in self.requests if r["path"] == REFUND_PATH]
 
     def wait_for(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
         """Block until `count` distinct conversions were accepted; the accepted payloads."""
@@ -243,3 +380,20 @@ class RefCampaign(StandInServer):
             self.killer = None
             self.kills = 0
             self.per_conversion.clear()
+            # Assigned, not cleared: bench/standin.py's subclass never sets them in __init__.
+            self.refunds = []
+            self.refunded = {}
+            self.refund_scripted = []
+
+
+def _refund_done(conversion_id: str, *, already: bool) -> bytes:
+    """The refund endpoint's 200 body."""
+    data = {"success": True, "conversionId": conversion_id, "alreadyRefunded": already}
+    return json.dumps({"success": True, "data": data}).encode()
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None

@@ -1,4 +1,5 @@
--- KEYS: item, due, dlq, stats, retry, undelivered, suspect, suspects waiting.
+-- KEYS: item, due, dlq, stats, retry, undelivered, suspect, suspects waiting, the refunds
+--       waiting for this item (a conversion's: refund_gate.lua), all refunds waiting.
 -- ARGV: token, now (replaced by Redis's clock), outcome, when, stat, n, (stats field, value) × n,
 --       latency, latency bucket field, latency sum field, latency count field ('' × 4: none),
 --       field, value, ...
@@ -41,6 +42,16 @@ else
   redis.call('ZREM', KEYS[2], KEYS[1])
   redis.call('ZREM', KEYS[6], KEYS[1])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
+  -- Delivered: the refunds that waited for it are due now, each with a fresh retry window.
+  for _, refund in ipairs(redis.call('SMEMBERS', KEYS[9])) do
+    if redis.call('HGET', refund, 'status') == 'waiting' then
+      redis.call('HSET', refund, 'status', 'pending', 'window_start', ARGV[2], 'next_due', ARGV[2])
+      redis.call('ZADD', KEYS[2], ARGV[2], refund)
+      redis.call('ZADD', KEYS[6], ARGV[2], refund)
+    end
+    redis.call('SREM', KEYS[10], refund)
+  end
+  redis.call('DEL', KEYS[9])
 end
 for i = first, #ARGV, 2 do
   if ARGV[i + 1] == '' then

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from bridge.conversion import (
     Conversion,
@@ -25,7 +26,8 @@ from bridge.conversion import (
     handles_of,
     iso_utc,
 )
-from bridge.providers.paypal.ipn import TrackingIds, exact_amount, tracking_ids
+from bridge.providers.paypal.ipn import TrackingIds, exact_amount, paypal_refund, tracking_ids
+from bridge.refund import Reason
 
 __all__ = [
     "CAPTURE_COMPLETED",
@@ -128,7 +130,7 @@ def _map(event: Mapping[str, Any], recurring: bool) -> MappingResult:
     event_type = event.get("event_type")
     if not isinstance(event_type, str) or not event_type:
         return Rejected("missing_event_type")
-    if event_type not in (CAPTURE_COMPLETED, SALE_COMPLETED):
+    if event_type not in (CAPTURE_COMPLETED, SALE_COMPLETED, *REFUND_EVENTS):
         return Ignored("unhandled_event_type", _detail(event_type))
     event_id = _event_id(event)
     if event_id is None:
@@ -136,11 +138,65 @@ def _map(event: Mapping[str, Any], recurring: bool) -> MappingResult:
     resource = event.get("resource")
     if not isinstance(resource, Mapping):
         return Rejected("missing_resource")
+    if event_type in REFUND_EVENTS:
+        return _map_refund(event_type, resource)
     if event_type == CAPTURE_COMPLETED:
         return _map_capture(event_id, resource)
     if not recurring:
         return Ignored("recurring_disabled", event_type)
     return _map_sale(event_id, resource)
+
+
+# Each refund event: is its resource a v2 capture refund (else a v1 sale refund), and its reason.
+REFUND_EVENTS: dict[str, tuple[bool, Reason]] = {
+    "PAYMENT.CAPTURE.REFUNDED": (True, "refund"),
+    "PAYMENT.CAPTURE.REVERSED": (True, "chargeback"),
+    "PAYMENT.SALE.REFUNDED": (False, "refund"),
+    "PAYMENT.SALE.REVERSED": (False, "chargeback"),
+}
+_CAPTURE_PATH = re.compile(r"/v2/payments/captures/([A-Za-z0-9][A-Za-z0-9._-]{0,127})/?")
+
+
+def _map_refund(event_type: str, refund: Mapping[str, Any]) -> MappingResult:
+    """A refund of a capture (found by its `up` link; a v1 refund names its `capture_id`) or
+    of a v1 sale (`sale_id`). Its amount as v2 writes it (`value`, `currency_code`) or v1
+    (`total`, `currency`), with or without a minus sign."""
+    capture, reason = REFUND_EVENTS[event_type]
+    refund_id = _identifier(refund.get("id"))
+    if refund_id is None:
+        return Rejected("missing_resource_id")
+    if capture:
+        sale = _capture_of(refund) or _identifier(refund.get("capture_id"))
+    else:
+        sale = _identifier(refund.get("sale_id"))
+    if sale is None:
+        return Rejected("missing_sale", "no capture link" if capture else "no sale_id")
+    amount = refund.get("amount")
+    if not isinstance(amount, Mapping):
+        return Rejected("bad_amount", "resource.amount is missing")
+    value = amount.get("value", amount.get("total"))
+    currency = amount.get("currency_code", amount.get("currency"))
+    if not isinstance(currency, str):
+        return Rejected("bad_currency", "the amount has no currency code")
+    if not isinstance(value, str):
+        return Rejected("bad_amount", "the amount is not a decimal string")
+    return paypal_refund(refund_id, reason, sale, value, currency)
+
+
+def _capture_of(refund: Mapping[str, Any]) -> str | None:
+    """The capture a v2 refund belongs to: its `links` entry with `rel` `up`."""
+    links = refund.get("links")
+    for link in links[:_MAX_LINKS] if isinstance(links, list) else ():
+        if isinstance(link, Mapping) and link.get("rel") == "up":
+            href = link.get("href")
+            path = urlsplit(href).path if isinstance(href, str) and len(href) < 1000 else ""
+            found = _CAPTURE_PATH.search(path)
+            if found is not None and path.endswith(found.group(0)):
+                return found.group(1)
+    return None
+
+
+_MAX_LINKS = 10
 
 
 def _map_capture(event_id: str, capture: Mapping[str, Any]) -> MappingResult:

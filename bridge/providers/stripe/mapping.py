@@ -18,6 +18,8 @@ from bridge.conversion import (
     handles_of,
     iso_utc,
 )
+from bridge.providers.stripe.refunds import REFUND_EVENT_TYPES, map_stripe_refund
+from bridge.refund import Refund
 
 # The metadata keys of each attribution id, first present wins (docs/mapping.md, Attribution).
 # `refcampaign_session` is what RefCampaign's own server SDK writes (`getStripeMetadata()`).
@@ -43,18 +45,21 @@ class _Row:
 _Rule = Callable[[Mapping[str, Any], bool], "_Row | Ignored"]
 
 
-def map_stripe_event(event: Mapping[str, Any], *, recurring: bool) -> Conversion | Ignored:
-    """The conversion a verified Stripe event stands for, or why it stands for none."""
+def map_stripe_event(event: Mapping[str, Any], *, recurring: bool) -> Conversion | Refund | Ignored:
+    """The conversion (or refund) a verified Stripe event stands for, or why it stands for none."""
     if not isinstance(event, Mapping):
         return Ignored("malformed_event", "event is not an object")
     event_type = event.get("type")
     rule = _RULES.get(event_type) if isinstance(event_type, str) else None
-    if rule is None:
+    refund = event_type in REFUND_EVENT_TYPES
+    if rule is None and not refund:
         return Ignored("unhandled_event_type", f"type {event_type!r}"[:120])
     data = event.get("data")
     obj = data.get("object") if isinstance(data, Mapping) else None
     if not isinstance(obj, Mapping):
         return Ignored("malformed_event", "data.object is not an object")
+    if rule is None:
+        return map_stripe_refund(event, obj)
     row = rule(obj, recurring)
     if isinstance(row, Ignored):
         return row
@@ -119,7 +124,7 @@ _RULES: Mapping[str, _Rule] = {
     "payment_intent.succeeded": _payment_intent_succeeded,
 }
 # The event types the mapping reads: what a webhook endpoint subscribes to, what catch-up lists.
-EVENT_TYPES: tuple[str, ...] = tuple(_RULES)
+EVENT_TYPES: tuple[str, ...] = (*_RULES, *REFUND_EVENT_TYPES)
 
 
 def _conversion(

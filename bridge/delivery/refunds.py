@@ -1,0 +1,185 @@
+"""A refund's attempt before its POST: which conversion it undoes, whether that conversion
+was sent, how much to claw back, and never before the conversion (SPEC, Refunds and
+chargebacks). Its POST, retries, dead-letter and replay are the postbacks' own
+(bridge/delivery/attempts.py).
+
+The conversion: the one the provider names (PayPal), else the one memory remembers for the
+payment (a Stripe charge's intent, charge or invoice), else the one Stripe's API names
+(bridge/delivery/stripe_lookup.py). A refund of a conversion the bridge never sent (recorded
+unattributed, a renewal with RECURRING_CONVERSIONS off, a purged dead letter) ends `not_sent`;
+of a payment nobody knows, `unknown_payment`. lua/refund_gate.lua then decides the amount once
+and holds the refund while its conversion is pending or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import structlog
+from redis.commands.core import Script
+
+from bridge.delivery import stripe_lookup
+from bridge.delivery.ledger import (
+    DUE,
+    REFUNDS_WAITING,
+    SUSPECT,
+    SUSPECTS_WAITING,
+    UNDELIVERED,
+    Claim,
+    Ledger,
+    item_key,
+    waiting_refunds_key,
+)
+from bridge.delivery.outcomes import DeadLetter, RetryLater
+from bridge.delivery.scripts import REFUND_GATE
+from bridge.delivery.stats import STATS, stat
+from config import Settings
+
+log = structlog.get_logger("refbridge.worker")
+REFUNDS = "refunds"  # the counter: refunds{outcome=…}
+NOT_SENT = "not_sent"
+UNKNOWN_PAYMENT = "unknown_payment"
+
+
+@dataclass(frozen=True)
+class Send:
+    """Post this body to the refund endpoint now: its conversion was delivered."""
+
+    payload: dict[str, Any]
+
+
+Prepared = Send | str | RetryLater | DeadLetter
+"""Send it; a word for what was done instead (waiting, not_sent…, already applied); or a
+look-up's failure, applied as a postback failure is."""
+
+
+def prepare(ledger: Ledger, settings: Settings, claim: Claim) -> Prepared:
+    """Find the refund's conversion, decide its amount and let it go only after the sale."""
+    item = claim.item
+    if item.get("payload"):  # decided already: a retry, a replay, or released by its sale
+        return _gate(ledger, settings, claim, item["external_id"], "")
+    sale = _sale(ledger, settings, item)
+    if isinstance(sale, RetryLater | DeadLetter):
+        return sale
+    if isinstance(sale, str):
+        return _end(ledger, claim, item, sale)
+    external_id, amount = sale
+    return _gate(ledger, settings, claim, external_id, _amount(item, amount))
+
+
+def _sale(
+    ledger: Ledger, settings: Settings, item: dict[str, str]
+) -> tuple[str, int | None] | str | RetryLater | DeadLetter:
+    """(its conversion's externalId, that sale's amount if known), or why there is none."""
+    handles = [h for h in item.get("handles", "").split("\x1f") if h]
+    remembered = ledger.memory.recall(handles, refresh=False)
+    if remembered is not None:
+        if not remembered.sent:
+            return NOT_SENT  # recorded unattributed
+        return (item.get("external_id") or remembered.external_id, remembered.amount)
+    if item.get("external_id"):  # PayPal names it: is it a sale the bridge recorded?
+        recorded = _recorded_amount(ledger, item["external_id"])
+        return (item["external_id"], recorded[1]) if recorded[0] else UNKNOWN_PAYMENT
+    if not settings.stripe_api_key:
+        return UNKNOWN_PAYMENT
+    found = stripe_lookup.find_sale(
+        settings, item.get("payment_intent", ""), item.get("invoice", "")
+    )
+    if isinstance(found, RetryLater | DeadLetter):
+        return found
+    if found.external_id is None:
+        return UNKNOWN_PAYMENT
+    if found.external_id == found.invoice and not settings.recurring_conversions:
+        return NOT_SENT  # a renewal, never sent with RECURRING_CONVERSIONS off
+    # A subscription's first payment, found through its invoice: its checkout, unattributed?
+    by_invoice = [f"stripe:in:{found.invoice}"] if found.invoice else []
+    again = ledger.memory.recall(by_invoice, refresh=False)
+    if again is not None and not again.sent:
+        return NOT_SENT
+    recorded = _recorded_amount(ledger, found.external_id)
+    return (found.external_id, recorded[1])
+
+
+def _recorded_amount(ledger: Ledger, external_id: str) -> tuple[bool, int | None]:
+    """Whether the ledger still holds conversion `external_id`, and its amount."""
+    item = ledger.get(external_id)
+    if item is None or item.get("kind") != "conversion":
+        return (False, None)
+    try:
+        amount = json.loads(item.get("payload", "")).get("amount")
+    except (ValueError, AttributeError):
+        return (True, None)
+    return (True, amount if isinstance(amount, int) else None)
+
+
+def _amount(item: dict[str, str], sale_amount: int | None) -> str:
+    """The gate's amount: 'charge' for a Stripe charge's running total, '' for a whole refund
+    (a dispute; a PayPal refund of the sale's whole amount), else the minor units refunded."""
+    if item.get("charge_refunded"):
+        return "charge"
+    requested = item.get("requested", "")
+    if not requested.isdigit() or (sale_amount is not None and int(requested) == sale_amount):
+        return ""
+    return requested
+
+
+def _gate(
+    ledger: Ledger, settings: Settings, claim: Claim, external_id: str, amount: str
+) -> Prepared:
+    item = claim.item
+    keys = [
+        item_key(claim.item_id),
+        item_key(external_id),
+        waiting_refunds_key(external_id),
+        f"rb:refunded:{item.get('charge') or '-'}",
+        DUE,
+        UNDELIVERED,
+        SUSPECT,
+        SUSPECTS_WAITING,
+        STATS,
+        REFUNDS_WAITING,
+    ]
+    args: list[str | int] = [
+        claim.token,
+        "",
+        external_id,
+        amount,
+        item.get("charge_refunded") or "0",
+        item.get("charge_amount") or "0",
+        item.get("reason") or "refund",
+        settings.attribution_memory_days * 86400,
+        stat(REFUNDS, outcome="waiting"),
+    ]
+    answer = [_text(part) for part in _script(ledger.redis)(keys=keys, args=args)]
+    if answer[0] == "send":
+        return Send(json.loads(answer[1]))
+    if answer[0] == "nothing_new":
+        return _end(ledger, claim, item, "nothing_new")
+    if answer[0] == "waiting":
+        log.info("refund_waiting", item=claim.item_id, externalId=external_id)
+    return answer[0]
+
+
+def _end(ledger: Ledger, claim: Claim, item: dict[str, str], reason: str) -> str:
+    """Record a refund that is not sent, and why; the reason as the attempt's word."""
+    (log.warning if reason == UNKNOWN_PAYMENT else log.info)(
+        "refund_not_sent", item=claim.item_id, reason=reason, provider=item.get("provider")
+    )
+    counter = stat(REFUNDS, outcome=reason if reason == UNKNOWN_PAYMENT else NOT_SENT)
+    fields = {"status": NOT_SENT if reason != UNKNOWN_PAYMENT else UNKNOWN_PAYMENT}
+    ledger.mark_done(claim, {**fields, "reason": reason}, counter)
+    return reason
+
+
+@functools.lru_cache(maxsize=8)
+def _script(client: redis.Redis) -> Script:
+    """lua/refund_gate.lua, registered once per client."""
+    return client.register_script(REFUND_GATE)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
