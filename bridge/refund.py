@@ -36,6 +36,8 @@ class Refund:
     charge: str | None = None
     charge_refunded: int | None = None
     charge_amount: int | None = None
+    # A lost dispute: the amount lost (the worker sends what refunds left of the charge).
+    dispute_amount: int | None = None
     payment_intent: str | None = None
     invoice: str | None = None
 
@@ -55,6 +57,7 @@ class Refund:
             "charge": self.charge,
             "charge_refunded": self.charge_refunded,
             "charge_amount": self.charge_amount,
+            "dispute_amount": self.dispute_amount,
             "payment_intent": self.payment_intent,
             "invoice": self.invoice,
         }

@@ -147,11 +147,12 @@ def test_the_stripe_lost_dispute_sample_is_a_chargeback_of_its_charge() -> None:
         reason="chargeback",
         handles=(f"stripe:ch:{DISPUTED_CHARGE}",),
         external_id=None,
-        amount=None,  # the sale is lost: a whole refund
+        amount=None,  # the sale is lost: what refunds left of its charge (all, without any)
         currency="USD",
-        charge=None,
+        charge=DISPUTED_CHARGE,
         charge_refunded=None,
         charge_amount=None,
+        dispute_amount=1000,
         payment_intent=None,  # the sample's charge was made without an intent
         invoice=None,
     )
@@ -606,6 +607,7 @@ def test_fields_of_a_paypal_refund() -> None:
         "charge": "",
         "charge_refunded": "",
         "charge_amount": "",
+        "dispute_amount": "",
         "payment_intent": "",
         "invoice": "",
     }
@@ -624,6 +626,7 @@ def test_fields_of_a_stripe_charge_refund_leave_unknown_values_empty() -> None:
         "charge": CHARGE_ID,
         "charge_refunded": "500",
         "charge_amount": "2000",
+        "dispute_amount": "",
         "payment_intent": INTENT_ID,
         "invoice": "",
     }

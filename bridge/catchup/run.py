@@ -73,9 +73,10 @@ def run_catchup(
     summary = Summary(source.provider, since, until, dry_run=dry_run)
     started = time.time()
     waiting: list[tuple[Conversion, str]] = []
+    refunds: list[tuple[Refund, str]] = []
     try:
         for page in source.pages(since, until):
-            _take_page(source, ledger, page, summary, waiting)
+            _take_page(source, ledger, page, summary, waiting, refunds)
             summary.pages += 1
             summary.requests = source.requests
             if progress:
@@ -84,6 +85,8 @@ def run_catchup(
         # again, never recorded.
         if waiting:
             _record(ledger, source.provider, waiting, summary, Counter())
+        # Refunds last: their sales, on older pages or held back above, are recorded by now.
+        _record_refunds(ledger, source.provider, refunds, summary)
     except Exception as exc:
         summary.error = str(exc) or type(exc).__name__
         raise
@@ -101,6 +104,7 @@ def _take_page(
     page: Sequence[ProviderEvent],
     summary: Summary,
     waiting: list[tuple[Conversion, str]],
+    held: list[tuple[Refund, str]],
 ) -> None:
     provider = source.provider
     summary.seen += len(page)
@@ -128,13 +132,16 @@ def _take_page(
         _preview_refunds(ledger, refunds, summary)
         return
     _record(ledger, provider, conversions, summary, counts)
-    _record_refunds(ledger, provider, refunds, summary)
+    if len(held) + len(refunds) > MAX_WAITING:
+        _record_refunds(ledger, provider, held, summary)  # past the bound: recorded now
+        held.clear()
+    held.extend(refunds)
 
 
 def _record_refunds(
     ledger: Ledger, provider: str, refunds: Sequence[tuple[Refund, str]], summary: Summary
 ) -> None:
-    """Record the page's refunds after its sales (a worker sends each after its sale)."""
+    """Record the run's refunds (a worker sends each after its sale)."""
     stats = (
         stat(COUNTER, provider=provider, outcome="accepted"),
         stat(COUNTER, provider=provider, outcome="duplicate"),

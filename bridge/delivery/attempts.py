@@ -129,7 +129,10 @@ def _deliver(worker: Worker, claim: Claim) -> Outcome | str:
     """POST a conversion; or a refund, once it knows its sale and that sale was delivered
     (else a word for what it did instead: bridge/delivery/refunds.py)."""
     if claim.item.get("kind") == REFUND:
-        prepared = refunds.prepare(worker.ledger, worker.settings, claim)
+        # Decided early enough that its POST (DELIVERY_TIMEOUT) still ends inside the lease.
+        until = claim.at + run_lease(worker.settings) - LEASE_MARGIN
+        until -= worker.settings.delivery_timeout
+        prepared = refunds.prepare(worker.ledger, worker.settings, claim, until)
         if not isinstance(prepared, refunds.Send):
             return prepared
         return post_refund(worker.session, worker.settings, prepared.payload)

@@ -58,6 +58,15 @@ def waiting_refunds_key(item_id: str) -> str:
     return f"rb:after:{item_id}"
 
 
+def purged_key(item_id: str) -> str:
+    """Marks conversion `item_id` as purged, never sent: its refunds are not sent either."""
+    return f"rb:purged:{item_id}"
+
+
+def _purge_keys(item: str) -> list[str]:
+    return [item_key(item), DLQ, waiting_refunds_key(item), REFUNDS_WAITING, purged_key(item), DUE]
+
+
 def item_id(key: str) -> str:
     """The id of an item from its Redis key."""
     return key[len(PREFIX) :]
@@ -201,7 +210,7 @@ class Ledger:
         # The times are Redis's (lua/redis_now.lua): "" stands where the script puts its clock.
         argv: list[Any] = ["", lease, new_token(), MAX_DEATHS, *_DEATH_STATS]
         argv += [item_key(i) for i in ids]
-        keys = [DUE, RETRY, SUSPECT, DLQ, STATS, UNDELIVERED, SUSPECTS_WAITING]
+        keys = [DUE, RETRY, SUSPECT, DLQ, STATS, UNDELIVERED, SUSPECTS_WAITING, REFUNDS_WAITING]
         flat = self._claim(keys=keys, args=argv)
         claimed = Claimed([], [])
         for key, token, fields, died_in, word in zip(*(flat[i::5] for i in range(5)), strict=True):
@@ -323,13 +332,8 @@ class Ledger:
     def purge(self, ids: Iterable[str]) -> list[str]:
         """Delete dead-lettered items (and end the refunds waiting for them as not sent);
         the ids that were deleted."""
-        return [
-            i
-            for i in ids
-            if self._purge(
-                keys=[item_key(i), DLQ, waiting_refunds_key(i), REFUNDS_WAITING], args=[KEEP_DONE]
-            )
-        ]
+        keep = [KEEP_DONE, self.memory.days * 86400]
+        return [i for i in ids if self._purge(keys=_purge_keys(i), args=keep)]
 
     def count(self, *stats: str) -> None:
         """Add one to each counter named (see bridge.delivery.stats.stat)."""

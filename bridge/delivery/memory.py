@@ -128,6 +128,7 @@ class Memory:
         self.days = days
         self._recall = client.register_script(scripts.RECALL)
         self._remember = client.register_script(scripts.REMEMBER_ONLY)
+        self._remember_unsent = client.register_script(scripts.REMEMBER_UNSENT)
         self._trim = client.register_script(scripts.TRIM)
 
     def attribute(self, conversion: Conversion, refresh: bool = True) -> Conversion:
@@ -170,8 +171,10 @@ class Memory:
 
     def remember(self, conversion: Conversion, sent: bool = True) -> None:
         """Remember `conversion` without recording it for delivery (a PayPal sign-up's ids;
-        with `sent` False, an unattributed sale, so that its refunds are not sent)."""
-        self._remember(args=entries(conversion, sent).args())
+        with `sent` False, an unattributed sale, so that its refunds are not sent: only where
+        nothing is remembered of its payment yet, lua/remember_unsent.lua)."""
+        script = self._remember if sent else self._remember_unsent
+        script(args=entries(conversion, sent).args())
 
     def trim(self, buckets: int) -> int:
         """Delete the expired entries of the next `buckets` buckets; how many were deleted."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,8 @@ from bridge.delivery.ledger import (
     Claim,
     Ledger,
     item_key,
+    item_number,
+    purged_key,
     waiting_refunds_key,
 )
 from bridge.delivery.outcomes import DeadLetter, RetryLater
@@ -43,6 +46,8 @@ log = structlog.get_logger("refbridge.worker")
 REFUNDS = "refunds"  # the counter: refunds{outcome=…}
 NOT_SENT = "not_sent"
 UNKNOWN_PAYMENT = "unknown_payment"
+# The longest a refund whose payment nobody names waits for its sale's webhook (_unknown).
+SALE_GRACE = 600.0
 
 
 @dataclass(frozen=True)
@@ -52,59 +57,93 @@ class Send:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Sale:
+    """The conversion a refund undoes: its externalId, its amount when known, and how long to
+    wait for it when the bridge has no record of it yet (None: not at all)."""
+
+    external_id: str
+    amount: int | None = None
+    wait: float | None = None
+
+
 Prepared = Send | str | RetryLater | DeadLetter
 """Send it; a word for what was done instead (waiting, not_sent…, already applied); or a
 look-up's failure, applied as a postback failure is."""
 
 
-def prepare(ledger: Ledger, settings: Settings, claim: Claim) -> Prepared:
-    """Find the refund's conversion, decide its amount and let it go only after the sale."""
+def prepare(ledger: Ledger, settings: Settings, claim: Claim, until: float) -> Prepared:
+    """Find the refund's conversion, decide its amount and let it go only after the sale;
+    `until` (this host's clock) is when the attempt must have decided, so that its POST still
+    ends inside the lease (a look-up that took longer is tried again, never sent late)."""
     item = claim.item
     if item.get("payload"):  # decided already: a retry, a replay, or released by its sale
-        return _gate(ledger, settings, claim, item["external_id"], "")
+        return _gate(ledger, settings, claim, Sale(item["external_id"]), "")
     sale = _sale(ledger, settings, item)
     if isinstance(sale, RetryLater | DeadLetter):
         return sale
     if isinstance(sale, str):
         return _end(ledger, claim, item, sale)
-    external_id, amount = sale
-    return _gate(ledger, settings, claim, external_id, _amount(item, amount))
+    if time.time() > until:
+        return RetryLater(None, "the refund's look-up took too long")
+    return _gate(ledger, settings, claim, sale, _amount(item, sale.amount))
 
 
 def _sale(
     ledger: Ledger, settings: Settings, item: dict[str, str]
-) -> tuple[str, int | None] | str | RetryLater | DeadLetter:
-    """(its conversion's externalId, that sale's amount if known), or why there is none."""
+) -> Sale | str | RetryLater | DeadLetter:
+    """The refund's conversion, or why there is none."""
     handles = [h for h in item.get("handles", "").split("\x1f") if h]
     remembered = ledger.memory.recall(handles, refresh=False)
     if remembered is not None:
-        if not remembered.sent:
+        external_id = item.get("external_id") or remembered.external_id
+        if not remembered.sent and not _recorded(ledger, external_id)[0]:
             return NOT_SENT  # recorded unattributed
-        return (item.get("external_id") or remembered.external_id, remembered.amount)
-    if item.get("external_id"):  # PayPal names it: is it a sale the bridge recorded?
-        recorded = _recorded_amount(ledger, item["external_id"])
-        return (item["external_id"], recorded[1]) if recorded[0] else UNKNOWN_PAYMENT
+        return Sale(external_id, remembered.amount)
+    named = item.get("external_id")
+    if named:  # PayPal names it: is it a sale the bridge recorded, or one on its way?
+        recorded, amount = _recorded(ledger, named)
+        return Sale(named, amount, None if recorded else settings.delivery_max_age)
     if not settings.stripe_api_key:
-        return UNKNOWN_PAYMENT
+        return _unknown(settings, item)
     found = stripe_lookup.find_sale(
         settings, item.get("payment_intent", ""), item.get("invoice", "")
     )
     if isinstance(found, RetryLater | DeadLetter):
         return found
     if found.external_id is None:
-        return UNKNOWN_PAYMENT
+        return _unknown(settings, item)
     if found.external_id == found.invoice and not settings.recurring_conversions:
         return NOT_SENT  # a renewal, never sent with RECURRING_CONVERSIONS off
     # A subscription's first payment, found through its invoice: its checkout, unattributed?
     by_invoice = [f"stripe:in:{found.invoice}"] if found.invoice else []
     again = ledger.memory.recall(by_invoice, refresh=False)
-    if again is not None and not again.sent:
+    recorded, amount = _recorded(ledger, found.external_id)
+    if again is not None and not again.sent and not recorded:
         return NOT_SENT
-    recorded = _recorded_amount(ledger, found.external_id)
-    return (found.external_id, recorded[1])
+    # A sale made before the grace (before the bridge was installed) is not waited for.
+    made_before = found.created is not None and found.created < time.time() - sale_grace(settings)
+    wait = None if recorded or made_before else settings.delivery_max_age
+    return Sale(found.external_id, amount, wait)
 
 
-def _recorded_amount(ledger: Ledger, external_id: str) -> tuple[bool, int | None]:
+def sale_grace(settings: Settings) -> float:
+    """How long a refund whose payment nobody can name waits for its sale's webhook (memory
+    then knows it): a tenth of the retry window, at most SALE_GRACE."""
+    return min(SALE_GRACE, settings.delivery_max_age / 10)
+
+
+def _unknown(settings: Settings, item: dict[str, str]) -> str | RetryLater:
+    """A payment nobody names (no STRIPE_API_KEY, or Stripe knows no session or invoice of it):
+    its sale's webhook may be behind the refund's, so it is tried again on the backoff for
+    sale_grace() from the refund's arrival; then `unknown_payment`."""
+    now = time.time()
+    if now - item_number(item, "received_at", now) < sale_grace(settings):
+        return RetryLater(None, "its sale is not recorded yet")
+    return UNKNOWN_PAYMENT
+
+
+def _recorded(ledger: Ledger, external_id: str) -> tuple[bool, int | None]:
     """Whether the ledger still holds conversion `external_id`, and its amount."""
     item = ledger.get(external_id)
     if item is None or item.get("kind") != "conversion":
@@ -117,20 +156,22 @@ def _recorded_amount(ledger: Ledger, external_id: str) -> tuple[bool, int | None
 
 
 def _amount(item: dict[str, str], sale_amount: int | None) -> str:
-    """The gate's amount: 'charge' for a Stripe charge's running total, '' for a whole refund
-    (a dispute; a PayPal refund of the sale's whole amount), else the minor units refunded."""
+    """The gate's amount: 'charge' for a Stripe charge's running total, 'dispute' for a lost
+    dispute (the rest of the charge), '' for a whole refund (a PayPal refund of the sale's whole
+    amount), else the minor units refunded."""
     if item.get("charge_refunded"):
         return "charge"
+    if item.get("dispute_amount"):
+        return "dispute"
     requested = item.get("requested", "")
     if not requested.isdigit() or (sale_amount is not None and int(requested) == sale_amount):
         return ""
     return requested
 
 
-def _gate(
-    ledger: Ledger, settings: Settings, claim: Claim, external_id: str, amount: str
-) -> Prepared:
+def _gate(ledger: Ledger, settings: Settings, claim: Claim, sale: Sale, amount: str) -> Prepared:
     item = claim.item
+    external_id = sale.external_id
     keys = [
         item_key(claim.item_id),
         item_key(external_id),
@@ -142,23 +183,29 @@ def _gate(
         SUSPECTS_WAITING,
         STATS,
         REFUNDS_WAITING,
+        purged_key(external_id),
     ]
-    args: list[str | int] = [
+    if amount == "dispute":  # the lost amount, out of the sale's (the dispute's when unknown)
+        total, whole = item["dispute_amount"], str(sale.amount or item["dispute_amount"])
+    else:
+        total, whole = item.get("charge_refunded") or "0", item.get("charge_amount") or "0"
+    args: list[str | int | float] = [
         claim.token,
         "",
         external_id,
         amount,
-        item.get("charge_refunded") or "0",
-        item.get("charge_amount") or "0",
+        total,
+        whole,
         item.get("reason") or "refund",
         settings.attribution_memory_days * 86400,
         stat(REFUNDS, outcome="waiting"),
+        "" if sale.wait is None else sale.wait,
     ]
     answer = [_text(part) for part in _script(ledger.redis)(keys=keys, args=args)]
     if answer[0] == "send":
         return Send(json.loads(answer[1]))
-    if answer[0] == "nothing_new":
-        return _end(ledger, claim, item, "nothing_new")
+    if answer[0] in ("nothing_new", "purged"):
+        return _end(ledger, claim, item, "sale_purged" if answer[0] == "purged" else answer[0])
     if answer[0] == "waiting":
         log.info("refund_waiting", item=claim.item_id, externalId=external_id)
     return answer[0]

@@ -17,6 +17,7 @@ from typing import Any
 
 import stripe
 
+from bridge.delivery.deadline import within
 from bridge.delivery.outcomes import DeadLetter, RetryLater, retry_after_seconds
 from bridge.delivery.pacing import Throttle
 from bridge.delivery.stripe_api import Redirected, get_json, header, stripe_client
@@ -28,10 +29,12 @@ MAX_RATE = 10.0
 
 @dataclass(frozen=True)
 class Found:
-    """The conversion's externalId, and the invoice the payment paid (if it paid one)."""
+    """The conversion's externalId, the invoice the payment paid (if it paid one), and when
+    Stripe created the conversion's object (Unix seconds; None when unknown)."""
 
     external_id: str | None
     invoice: str | None = None
+    created: int | None = None
 
 
 Lookup = Found | RetryLater | DeadLetter
@@ -42,16 +45,8 @@ def find_sale(settings: Settings, payment_intent: str, invoice: str) -> Lookup:
     Found(None) when Stripe knows none; a RetryLater for an error that may pass."""
     client = _client(settings)
     try:
-        if payment_intent:
-            sessions = _get(client, "/v1/checkout/sessions", payment_intent=payment_intent)
-            session = _first(sessions)
-            if session is not None:
-                return Found(_id(session))
-            if not invoice:
-                invoice = _invoice_paid_by(client, payment_intent)
-        if not invoice:
-            return Found(None)
-        return _invoice_conversion(client, invoice)
+        with within(settings.delivery_timeout):  # all of it, whatever each answer dribbles
+            return _find(client, payment_intent, invoice)
     except stripe.InvalidRequestError as exc:
         if exc.http_status == 404:
             return Found(None, invoice or None)
@@ -70,6 +65,19 @@ def find_sale(settings: Settings, payment_intent: str, invoice: str) -> Lookup:
         return RetryLater(exc.http_status, f"stripe look-up: Stripe answered {exc.http_status}")
 
 
+def _find(client: stripe.StripeClient, payment_intent: str, invoice: str) -> Found:
+    if payment_intent:
+        sessions = _get(client, "/v1/checkout/sessions", payment_intent=payment_intent)
+        session = _first(sessions)
+        if session is not None:
+            return Found(_id(session) or None, None, _created(session))
+        if not invoice:
+            invoice = _invoice_paid_by(client, payment_intent)
+    if not invoice:
+        return Found(None)
+    return _invoice_conversion(client, invoice)
+
+
 def _invoice_paid_by(client: stripe.StripeClient, payment_intent: str) -> str:
     """The invoice a payment intent paid (Stripe's invoice payments, API 2025-03-31 on)."""
     payments = _get(
@@ -86,14 +94,16 @@ def _invoice_conversion(client: stripe.StripeClient, invoice_id: str) -> Found:
     invoice = _get(client, f"/v1/invoices/{invoice_id}")
     reason = invoice.get("billing_reason")
     if reason == "subscription_cycle":
-        return Found(_id(invoice) or None, invoice_id)
+        return Found(_id(invoice) or None, invoice_id, _created(invoice))
     if reason != "subscription_create":
         return Found(None, invoice_id)
     subscription = _id(invoice.get("subscription")) or _basil_subscription(invoice)
     if not subscription:
         return Found(None, invoice_id)
     session = _first(_get(client, "/v1/checkout/sessions", subscription=subscription))
-    return Found(_id(session) or None if session is not None else None, invoice_id)
+    if session is None:
+        return Found(None, invoice_id)
+    return Found(_id(session) or None, invoice_id, _created(session))
 
 
 def _basil_subscription(invoice: Mapping[str, Any]) -> str:
@@ -118,6 +128,11 @@ def _id(value: object) -> str:
     if isinstance(value, Mapping):
         value = value.get("id")
     return value.strip() if isinstance(value, str) and len(value) <= 255 else ""
+
+
+def _created(obj: Mapping[str, Any]) -> int | None:
+    created = obj.get("created")
+    return created if isinstance(created, int) and not isinstance(created, bool) else None
 
 
 def _error(exc: stripe.StripeError) -> str:

@@ -148,7 +148,7 @@ def dead_letter_entry(ledger: Ledger, entry_id: str) -> dict[str, Any] | None:
     item = ledger.get(entry_id) or {}
     return {
         "id": entry_id,
-        "externalId": item.get("external_id"),
+        "externalId": item.get("external_id") or None,  # a refund's, once its sale is known
         "kind": item.get("kind"),
         "provider": item.get("provider"),
         "providerEventId": item.get("event_id"),

@@ -1,4 +1,4 @@
--- KEYS: due, retry, suspect, dlq, stats, undelivered, suspects waiting.
+-- KEYS: due, retry, suspect, dlq, stats, undelivered, suspects waiting, refunds waiting.
 -- ARGV: now (replaced by Redis's clock), lease (seconds), token_prefix, max_deaths,
 --       died_stat, dead_stat (conversions), died_stat, dead_stat (IPN messages),
 --       died_stat, dead_stat (PayPal REST webhook events), item key, item key, ...
@@ -73,6 +73,15 @@ end
 local function take(i, key)
   local state = redis.call('HMGET', key, 'status', 'in_flight', 'kind', 'queued', 'lease_until')
   if not state[1] then return '', '', 'missing' end
+  if state[1] == 'waiting' then
+    -- A refund waiting for its conversion (refund_gate.lua): claimable only once a wait for a
+    -- conversion with no record ran out (the sweeper then published it); left in `due`.
+    local due = tonumber(redis.call('ZSCORE', KEYS[1], key) or '')
+    if not state[4] and (not due or due > now) then return '', '', 'waiting' end
+    redis.call('HSET', key, 'status', 'pending')
+    redis.call('SREM', KEYS[8], key)
+    state[1] = 'pending'
+  end
   if state[1] ~= 'pending' then
     redis.call('ZREM', KEYS[1], key)
     return '', '', state[1]

@@ -20,7 +20,8 @@ local fresh, suspects = {}, {}
 if limit <= 0 then return {fresh, suspects} end
 for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit)) do
   local state = redis.call('HMGET', key, 'status', 'in_flight', 'queued')
-  if state[1] ~= 'pending' then
+  -- 'waiting' here: a refund whose wait for a conversion with no record ran out (claim.lua).
+  if state[1] ~= 'pending' and state[1] ~= 'waiting' then
     redis.call('ZREM', KEYS[1], key)
   elseif state[3] and backlog then
     redis.call('ZADD', KEYS[1], again, key)

@@ -54,12 +54,17 @@ def _dispute_closed(dispute: Mapping[str, Any]) -> Refund | Ignored:
     dispute_id, charge = _id_of(dispute.get("id")), _id_of(dispute.get("charge"))
     if dispute_id is None or charge is None:
         return Ignored("malformed_object", "the dispute or its charge id is missing")
+    amount = dispute.get("amount")
+    if not _minor_units(amount) or amount == 0:
+        return Ignored("malformed_object", "amount is not valid")
     intent = _id_of(dispute.get("payment_intent"))
     return Refund(
         key=dispute_id,
         reason="chargeback",
         handles=_handles(charge, intent, None),
         currency=_currency(dispute.get("currency")),
+        charge=charge,
+        dispute_amount=amount,
         payment_intent=intent,
     )
 
