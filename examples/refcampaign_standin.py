@@ -1,4 +1,4 @@
-"""A tiny RefCampaign stand-in for the README's walkthrough: prints each postback it receives.
+"""A tiny RefCampaign stand-in for the README's walkthrough: prints each postback and refund.
 
 Run it from the checkout with the project's virtualenv, and leave it running:
 
@@ -15,11 +15,14 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 WALKTHROUGH_API_KEY = "rc_test_walkthrough"
 ACCEPTED = b'{"success": true, "conversionId": "conv_1"}'
+REFUNDED = json.dumps(
+    {"success": True, "data": {"success": True, "conversionId": "conv_1", "alreadyRefunded": False}}
+).encode()
 REFUSED = b'{"error": "invalid API key"}'
 
 
 class RefCampaign(BaseHTTPRequestHandler):
-    """Answers every POST like RefCampaign's postback API, printing what arrived."""
+    """Answers every POST like RefCampaign's postback (and refund) API, printing what arrived."""
 
     api_key = WALKTHROUGH_API_KEY
 
@@ -30,7 +33,7 @@ class RefCampaign(BaseHTTPRequestHandler):
         status = 200 if ok else 401
         print(self.command, self.path, "->", status, flush=True)
         print(json.dumps(json.loads(body), indent=2), flush=True)
-        answer = ACCEPTED if ok else REFUSED
+        answer = (REFUNDED if self.path.endswith("/refund") else ACCEPTED) if ok else REFUSED
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(answer)))

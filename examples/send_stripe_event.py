@@ -4,6 +4,7 @@ Run it from the checkout with the project's virtualenv, while ``refbridge run`` 
 
     .venv/bin/python examples/send_stripe_event.py        # evt_walkthrough_1, cs_test_walkthrough_1
     .venv/bin/python examples/send_stripe_event.py --n 2  # evt_walkthrough_2, cs_test_walkthrough_2
+    .venv/bin/python examples/send_stripe_event.py --refund 1000  # a refund of sale 1: 10.00 EUR
 
 The signature comes from the ``stripe`` SDK with the walkthrough's made-up secret, the
 ``STRIPE_WEBHOOK_SECRET`` of ``examples/walkthrough.env`` (``--secret`` to change). It prints
@@ -28,6 +29,7 @@ def checkout_event(n: int) -> dict[str, Any]:
         "id": f"cs_test_walkthrough_{n}",
         "object": "checkout.session",
         "mode": "payment",
+        "payment_intent": f"pi_walkthrough_{n}",
         "payment_status": "paid",
         "amount_total": 4990,
         "currency": "eur",
@@ -50,14 +52,39 @@ def checkout_event(n: int) -> dict[str, Any]:
     }
 
 
+def refund_event(n: int, refunded: int) -> dict[str, Any]:
+    """A ``charge.refunded`` event of sale ``n``'s charge, ``refunded`` cents refunded so far."""
+    charge = {
+        "id": f"ch_walkthrough_{n}",
+        "object": "charge",
+        "amount": 4990,
+        "amount_refunded": refunded,
+        "refunded": refunded == 4990,
+        "currency": "eur",
+        "payment_intent": f"pi_walkthrough_{n}",
+    }
+    return {
+        "id": f"evt_walkthrough_refund_{n}_{refunded}",
+        "object": "event",
+        "type": "charge.refunded",
+        "created": int(time.time()),
+        "livemode": False,
+        "data": {"object": charge},
+    }
+
+
 def main() -> None:
     """Sign one event, post it and print the answer."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1, help="number in the event and session ids")
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--secret", default=WALKTHROUGH_SECRET)
+    parser.add_argument(
+        "--refund", type=int, metavar="CENTS", help="send sale N's refund (total cents refunded)"
+    )
     args = parser.parse_args()
-    body = json.dumps(checkout_event(args.n))
+    event = checkout_event(args.n) if args.refund is None else refund_event(args.n, args.refund)
+    body = json.dumps(event)
     signature = stripe.WebhookSignature.generate_signature_header(body, args.secret)
     response = requests.post(
         args.url,
