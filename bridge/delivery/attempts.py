@@ -58,6 +58,8 @@ class Worker:
 # Items holding a raw provider message that a worker verifies before anything is delivered.
 RAW_KINDS = ("ipn", intake.PAYPAL_WEBHOOK)
 REFUND = "refund"
+LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+MAX_RETRY_AFTER = 7 * 86400.0
 
 
 def attempt(worker: Worker, item_ids: Sequence[str]) -> dict[str, str]:
@@ -176,6 +178,8 @@ def _record(
             "status": "delivered",
             "delivered_at": now,
             "conversion_id": outcome.conversion_id or "",
+            "commission_id": outcome.commission_id or "",
+            "commission_amount": _or_blank(outcome.commission_amount),
             "last_error": "",
         }
         if item.get("kind") == REFUND:
@@ -206,6 +210,10 @@ def _record(
         dead = _stat_for(item, "dead_lettered", outcome.reason)
         return _applied(ledger.dead_letter(claim, dead, fields, error), "dead_lettered")
     return _retry(worker, claim, item, outcome, attempt, notes)
+
+
+def _or_blank(value: int | float | None) -> int | float | str:
+    return "" if value is None else value
 
 
 def _stat_for(item: dict[str, str], outcome: str, reason: str = "") -> str:
@@ -240,13 +248,18 @@ def _retry(
         settings.delivery_backoff_base,
         settings.delivery_backoff_max,
     )
-    if outcome.retry_after is not None:
-        delay = min(outcome.retry_after, settings.delivery_backoff_max)
+    asked = outcome.retry_after
+    if asked is not None:
+        # A floor: never earlier than the server asked, even above DELIVERY_BACKOFF_MAX (which
+        # caps the backoff only) or past the retry window; an absurd one is held at a week.
+        delay = min(max(asked, 0.0), MAX_RETRY_AFTER)
     fields = {**attempt, "last_error": outcome.error}
     error = f"{outcome.status or ''} {outcome.error[:200]}".strip()
     notes["error"] = log_error(outcome)
-    # An item whose window cannot be read (a corrupt one) is past it.
-    if now + delay > item_number(item, "window_start", 0.0) + settings.delivery_max_age:
+    # An item whose window cannot be read (a corrupt one) is past it. A retry the server asked
+    # for is scheduled even past the window, unless this attempt began past it already.
+    end = item_number(item, "window_start", 0.0) + settings.delivery_max_age
+    if now > end or (now + delay > end and asked is None):
         reason = "crashed" if crashed else "exhausted"
         dead = _stat_for(item, "dead_lettered", reason)
         fields["reason"] = reason
@@ -254,6 +267,15 @@ def _retry(
         return _applied(worker.ledger.dead_letter(claim, dead, fields, error), "dead_lettered")
     word = "crashed" if crashed else "retried"
     retried = _stat_for(item, word)
+    if outcome.code == LIMIT_EXCEEDED:
+        # The merchant's plan quota: retrying will not help until a person acts.
+        retried = _stat_for(item, "limit_exceeded")
+        log.error(
+            "refcampaign_limit_exceeded",
+            item=claim.item_id,
+            externalId=item.get("external_id") or None,
+            retry_in=round(delay, 3),
+        )
     finished = worker.ledger.schedule_retry(claim, delay, retried, fields, error)
     if finished:
         notes.update(delay=round(delay, 3), next_attempt_at=_iso(now + delay))

@@ -101,17 +101,40 @@ def post_conversion(
     response = send(session, "POST", url, settings.delivery_timeout, json=payload, headers=headers)
     if isinstance(response, RetryLater):
         return response
-    conversion_id = None
-    if 200 <= response.status_code < 300:
-        try:
-            body = response.json()
-            if isinstance(body, dict) and isinstance(body.get("conversionId"), str):
-                conversion_id = body["conversionId"]
-        except ValueError:
-            pass
-    return classify_postback(
-        response.status_code, response.headers, response.text, conversion_id, url
+    outcome = classify_postback(response.status_code, response.headers, response.text, None, url)
+    if not isinstance(outcome, Delivered):
+        return outcome
+    answer = answer_data(response)
+    return Delivered(
+        outcome.status,
+        _text(answer.get("conversionId")),
+        commission_id=_text(answer.get("commissionId")),
+        commission_amount=_number(answer.get("commissionAmount")),
     )
+
+
+def answer_data(response: requests.Response) -> dict[str, Any]:
+    """What RefCampaign answered: the object inside its envelope (`{"success", "data": {…},
+    "meta"}`), or the top level where it has no envelope (the answer to a conversion already
+    tracked); empty when the body is no JSON object."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    data = body.get("data")
+    return data if isinstance(data, dict) else body
+
+
+def _text(value: object) -> str | None:
+    return value[:200] if isinstance(value, str) and value else None
+
+
+def _number(value: object) -> int | float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
 
 
 def post_refund(session: requests.Session, settings: Settings, payload: dict[str, Any]) -> Outcome:
@@ -129,18 +152,9 @@ def post_refund(session: requests.Session, settings: Settings, payload: dict[str
     if not isinstance(outcome, Delivered):
         return outcome
     # {"success": true, "data": {"success": true, "conversionId": …, "alreadyRefunded": …}}
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    data = body.get("data") if isinstance(body, dict) else None
-    data = data if isinstance(data, dict) else {}
-    found = data.get("conversionId")
-    return Delivered(
-        outcome.status,
-        found if isinstance(found, str) else None,
-        data.get("alreadyRefunded") is True,
-    )
+    data = answer_data(response)
+    already = data.get("alreadyRefunded") is True
+    return Delivered(outcome.status, _text(data.get("conversionId")), already)
 
 
 def verify_ipn(session: requests.Session, settings: Settings, raw: bytes) -> Outcome:

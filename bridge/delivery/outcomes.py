@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ BODY_KEEP = 500
 _DELTA_SECONDS = re.compile(r"[0-9]+")
 # What a host named in a Location header may show in an error: it came from a remote server.
 _HOST_TEXT = re.compile(r"[^A-Za-z0-9.:\[\]-]")
+_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class Delivered:
     conversion_id: str | None
     # A refund RefCampaign had applied already (`alreadyRefunded`): a no-op there.
     already: bool = False
+    # The affiliate's commission RefCampaign booked for a conversion, when it says.
+    commission_id: str | None = None
+    commission_amount: int | float | None = None
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class RetryLater:
     status: int | None
     error: str
     retry_after: float | None = None
+    # RefCampaign's `error.code` of a 429: LIMIT_EXCEEDED is the merchant's plan quota.
+    code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class Crashed:
     error: str
     status: None = None
     retry_after: None = None
+    code: None = None
 
 
 Outcome = Delivered | RetryLater | DeadLetter | Verified | Invalid | Crashed
@@ -132,8 +140,22 @@ def retry_later(
     if is_redirect(status):
         host = redirect_host(headers.get("Location"), request_url)
         return RetryLater(status, f"{prefix}redirect to {host}")
-    retry_after = retry_after_seconds(headers.get("Retry-After")) if status == 429 else None
-    return RetryLater(status, prefix + truncate(body), retry_after)
+    if status != 429:
+        return RetryLater(status, prefix + truncate(body), None)
+    retry_after = retry_after_seconds(headers.get("Retry-After"))
+    return RetryLater(status, prefix + truncate(body), retry_after, error_code(body))
+
+
+def error_code(body: str) -> str | None:
+    """RefCampaign's `error.code` in an error answer (`{"success": false, "error": {"code": …}}`),
+    a short word only."""
+    try:
+        parsed = json.loads(body[:10_000])
+    except ValueError:
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) and _CODE.fullmatch(code) else None
 
 
 def classify_postback(

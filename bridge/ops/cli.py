@@ -151,6 +151,7 @@ STATUS_SECTIONS = {
         "crashed",
         "worker_died",
         "dead_lettered",
+        "limit_exceeded",
         "rejected",
         "unattributed",
         "ignored",

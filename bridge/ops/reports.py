@@ -88,6 +88,7 @@ def status(ledger: Ledger) -> dict[str, Any]:
         "crashed": _across(sums, "crashed"),
         "worker_died": _across(sums, "worker_died"),
         "dead_lettered": _across(sums, "dead_lettered"),
+        "limit_exceeded": _across(sums, "limit_exceeded"),
         **_paypal_webhooks(counters, sums),
         "refunds": {
             "sent": sums.get("refunds.sent", 0),

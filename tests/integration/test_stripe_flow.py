@@ -70,3 +70,55 @@ def test_503_then_success_retries(client, worker, refcampaign):
     assert post(client, checkout_event("cs_test_retry")).status_code == 200
     refcampaign.wait_for(1, timeout=20)
     assert len(refcampaign.requests) == 3
+
+
+def test_refcampaigns_answer_is_recorded_from_its_envelope(client, worker, refcampaign, env):
+    import redis
+
+    from bridge.delivery.ledger import Ledger
+    from tests.waiting import wait_until
+
+    assert post(client, checkout_event("cs_test_envelope")).status_code == 200
+    refcampaign.wait_for(1)
+    ledger = Ledger(redis.Redis.from_url(env["REDIS_URL"]))
+    wait_until(lambda: (ledger.get("cs_test_envelope") or {}).get("status") == "delivered")
+    item = ledger.get("cs_test_envelope") or {}
+    conversion = refcampaign.conversions["cs_test_envelope"]["id"]
+    assert (item["conversion_id"], item["commission_id"]) == (conversion, "cmm_1")
+    assert item["commission_amount"] == "300"  # a tenth of 3000, as the stand-in books it
+
+
+def test_retry_after_is_a_floor_and_a_plan_quota_is_said_at_error_level(
+    client, worker, refcampaign, env
+):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.standins.refcampaign import Scripted
+
+    quota = '{"success":false,"error":{"code":"LIMIT_EXCEEDED","message":"Monthly quota"}}'
+    refcampaign.script(Scripted(429, quota, headers={"Retry-After": "3600"}))
+    assert post(client, checkout_event("cs_test_quota")).status_code == 200
+    deadline = time.monotonic() + 20
+    while not refcampaign.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(5)  # DELIVERY_BACKOFF_MAX is 1 s here: the old cap retried within it
+    assert len(refcampaign.requests) == 1
+    lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+    [said] = [line for line in lines if line.get("event") == "refcampaign_limit_exceeded"]
+    assert said["level"] == "error" and said["externalId"] == "cs_test_quota"
+    assert said["retry_in"] == 3600
+    # A person lifts the quota, then pulls the retry forward.
+    cli = str(Path(sys.executable).parent / "refbridge")
+    cli_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [cli, "retry-now", "--all"], env=cli_env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    refcampaign.wait_for(1, timeout=10)
+    status = subprocess.run(
+        [cli, "status", "--json"], env=cli_env, capture_output=True, text=True, timeout=30
+    )
+    assert json.loads(status.stdout)["limit_exceeded"] == 1

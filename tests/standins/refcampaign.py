@@ -199,7 +199,17 @@ class RefCampaignHandler(Handler):
                     "payload": payload,
                 }
                 server.accepted.append(payload)
-                answer = {"success": True, "conversionId": conversion_id}
+                # RefCampaign's envelope (its docs' home page shows a created conversion so).
+                answer = {
+                    "success": True,
+                    "data": {
+                        "success": True,
+                        "conversionId": conversion_id,
+                        "commissionId": f"cmm_{len(server.conversions)}",
+                        "commissionAmount": payload["amount"] // 10,
+                    },
+                    "meta": {"timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                }
             else:
                 answer = {
                     "success": True,
