@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
-import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 import structlog
 
 from bridge.delivery import scripts as ledger_scripts
+from bridge.delivery.claims import Claim as Claim
+from bridge.delivery.claims import Claimed as Claimed
+from bridge.delivery.claims import new_token
 from bridge.delivery.memory import DEFAULT_DAYS, NOTHING, Memory, Writes
 from bridge.delivery.publish import BACKLOG, BATCH, MAX_QUEUED, PUBLISH_GRACE, QUEUE
 from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, latency_fields, stat
@@ -70,37 +71,6 @@ def _purge_keys(item: str) -> list[str]:
 def item_id(key: str) -> str:
     """The id of an item from its Redis key."""
     return key[len(PREFIX) :]
-
-
-def new_token() -> str:
-    """A fresh claim token."""
-    return secrets.token_hex(8)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """An item claimed for one attempt: its id, the claim's token and the item's fields.
-
-    `died_in` is "" when the item's previous attempt finished, else how that attempt was claimed
-    when its worker died under it: "batch" (beside others) or "alone" (as a suspect).
-    """
-
-    item_id: str
-    token: str
-    item: dict[str, str]
-    died_in: str = ""
-    at: float = field(default_factory=time.time)  # when the claim came back, by this host
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """What one claim did: the items taken for an attempt, those dead-lettered instead (reason
-    `worker_died`: their worker died under them MAX_DEATHS times), and a word for each item
-    not taken (see lua/claim.lua)."""
-
-    claims: list[Claim]
-    dead: list[Claim]
-    words: dict[str, str] = field(default_factory=dict)
 
 
 # Publishes a task that attempts the ledger ids given (bridge/delivery/publish.py).

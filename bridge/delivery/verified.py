@@ -18,7 +18,8 @@ from bridge.delivery import intake, paypal_api
 from bridge.delivery.ledger import Claim, Ledger, item_number
 from bridge.delivery.outcomes import RetryLater
 from bridge.delivery.stats import stat
-from bridge.providers.paypal.ipn import CANCELED_REVERSAL, map_ipn, parse_ipn
+from bridge.providers.paypal.ipn import map_ipn, parse_ipn
+from bridge.providers.paypal.refunds import CANCELED_REVERSAL
 from bridge.providers.paypal.webhooks import map_webhook_event, parse_event
 from bridge.refund import CLAWBACKS_OFF, Refund
 from config import Settings

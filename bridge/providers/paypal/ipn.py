@@ -13,7 +13,6 @@ from typing import NamedTuple
 from urllib.parse import unquote, unquote_to_bytes
 
 from bridge.conversion import (
-    MAX_HANDLE_ID_LENGTH,
     Conversion,
     ConversionType,
     Handles,
@@ -27,15 +26,14 @@ from bridge.conversion import (
 )
 from bridge.money import (
     BadCurrency,
-    InexactAmount,
     MalformedAmount,
     currency_exponent,
-    minor_units,
     plain_decimal,
 )
+from bridge.providers.paypal.amounts import exact_amount
 from bridge.providers.paypal.charsets import DEFAULT_CODEC, ipn_codec
 from bridge.providers.paypal.dates import parse_payment_date
-from bridge.refund import Reason, Refund
+from bridge.providers.paypal.refunds import CANCELED_REVERSAL, REFUND_STATUSES, map_ipn_refund
 
 __all__ = [
     "INTAKE_FIELDS",
@@ -165,7 +163,7 @@ def map_ipn(
     txn_type = fields.get("txn_type", "")
     status = fields.get("payment_status", "")
     if status in REFUND_STATUSES:
-        return _map_refund(fields, REFUND_STATUSES[status])
+        return map_ipn_refund(fields, REFUND_STATUSES[status])
     if status == "Canceled_Reversal":
         return Ignored(CANCELED_REVERSAL, "a chargeback won back cannot undo its clawback")
     if txn_type in SALE_TXN_TYPES or txn_type in RECURRING_TXN_TYPES:
@@ -182,43 +180,6 @@ def map_ipn(
     if not txn_type:
         return Ignored("missing_txn_type")
     return Ignored("unhandled_txn_type", txn_type[:40])
-
-
-# A refund or reversal (chargeback) of the sale `parent_txn_id` names, with any txn_type.
-REFUND_STATUSES: dict[str, Reason] = {"Refunded": "refund", "Reversed": "chargeback"}
-CANCELED_REVERSAL = "canceled_reversal"
-
-
-def _map_refund(fields: Mapping[str, str], reason: Reason) -> MappingResult:
-    """The refund of `parent_txn_id`: `mc_gross` is negative, the amount taken back."""
-    txn_id, parent = fields.get("txn_id", "").strip(), fields.get("parent_txn_id", "").strip()
-    if not parent or len(parent) > MAX_HANDLE_ID_LENGTH:
-        return Rejected("missing_parent_txn_id", "a refund names its sale in parent_txn_id")
-    if not txn_id or len(txn_id) > MAX_HANDLE_ID_LENGTH:
-        return Rejected("missing_txn_id")
-    return paypal_refund(
-        txn_id, reason, parent, fields.get("mc_gross", ""), fields.get("mc_currency", "")
-    )
-
-
-def paypal_refund(
-    refund_id: str, reason: Reason, sale: str, value: str, currency: str
-) -> Refund | Rejected:
-    """A PayPal refund of transaction `sale` (by IPN or REST webhook: the same `key`, so the
-    same refund through both is one): `value` with or without its minus sign, exact."""
-    amount = exact_amount(value.strip().removeprefix("-"), currency)
-    if isinstance(amount, Rejected):
-        return amount
-    if amount <= 0:
-        return Rejected("bad_amount", "a refund's amount must not be 0")
-    return Refund(
-        key=f"paypal_{refund_id}",
-        reason=reason,
-        handles=handles_of(("paypal:txn", sale)),
-        external_id=sale,
-        amount=amount,
-        currency=currency.upper(),
-    )
 
 
 def _map_sale(fields: Mapping[str, str]) -> MappingResult:
@@ -280,19 +241,6 @@ def _handles(fields: Mapping[str, str]) -> Handles:
         ("paypal:payer", fields.get("payer_id")),
     )
     return Handles(customer, handles_of(("paypal:txn", fields.get("txn_id"))))
-
-
-def exact_amount(value: str, currency: str) -> int | Rejected:
-    """A decimal amount in minor units, exactly; why not as a Rejected (same rules for IPN and
-    REST webhooks, so one sale counts the same through either)."""
-    try:
-        return minor_units(value, currency)
-    except BadCurrency as error:
-        return Rejected("bad_currency", str(error))
-    except MalformedAmount as error:
-        return Rejected("bad_amount", str(error))
-    except InexactAmount as error:
-        return Rejected("inexact_amount", str(error))
 
 
 def _is_free_trial(mc_amount1: str | None) -> bool:

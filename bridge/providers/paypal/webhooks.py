@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from bridge.conversion import (
     Conversion,
@@ -26,8 +24,9 @@ from bridge.conversion import (
     handles_of,
     iso_utc,
 )
-from bridge.providers.paypal.ipn import TrackingIds, exact_amount, paypal_refund, tracking_ids
-from bridge.refund import Reason
+from bridge.providers.paypal.amounts import exact_amount, paypal_id
+from bridge.providers.paypal.ipn import TrackingIds, tracking_ids
+from bridge.providers.paypal.refunds import REFUND_EVENTS, map_event_refund
 
 __all__ = [
     "CAPTURE_COMPLETED",
@@ -61,7 +60,6 @@ SALE_COMPLETED = "PAYMENT.SALE.COMPLETED"
 # bound and the alphabet keep a ledger key, a log line and an order look-up's URL path small and
 # plain whatever an unverified body says (no "/", "@", space or control character).
 MAX_EVENT_ID_LENGTH = 128
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _MAX_DETAIL = 60
 _MAX_TIME_LENGTH = 40
 # No PayPal field is a number this long (amounts are strings); refusing longer ones keeps int()
@@ -113,7 +111,7 @@ def verification_body(raw: bytes, headers: Mapping[str, str], webhook_id: str) -
 def capture_order_id(event: Mapping[str, Any]) -> str | None:
     """The order a capture belongs to (`resource.supplementary_data.related_ids.order_id`)."""
     related = _path(event, "resource", "supplementary_data", "related_ids")
-    return _identifier(related.get("order_id")) if related is not None else None
+    return paypal_id(related.get("order_id")) if related is not None else None
 
 
 def map_webhook_event(event: Mapping[str, Any], *, recurring: bool) -> MappingResult:
@@ -139,64 +137,12 @@ def _map(event: Mapping[str, Any], recurring: bool) -> MappingResult:
     if not isinstance(resource, Mapping):
         return Rejected("missing_resource")
     if event_type in REFUND_EVENTS:
-        return _map_refund(event_type, resource)
+        return map_event_refund(event_type, resource)
     if event_type == CAPTURE_COMPLETED:
         return _map_capture(event_id, resource)
     if not recurring:
         return Ignored("recurring_disabled", event_type)
     return _map_sale(event_id, resource)
-
-
-# Each refund event: is its resource a v2 capture refund (else a v1 sale refund), and its reason.
-REFUND_EVENTS: dict[str, tuple[bool, Reason]] = {
-    "PAYMENT.CAPTURE.REFUNDED": (True, "refund"),
-    "PAYMENT.CAPTURE.REVERSED": (True, "chargeback"),
-    "PAYMENT.SALE.REFUNDED": (False, "refund"),
-    "PAYMENT.SALE.REVERSED": (False, "chargeback"),
-}
-_CAPTURE_PATH = re.compile(r"/v2/payments/captures/([A-Za-z0-9][A-Za-z0-9._-]{0,127})/?")
-
-
-def _map_refund(event_type: str, refund: Mapping[str, Any]) -> MappingResult:
-    """A refund of a capture (found by its `up` link; a v1 refund names its `capture_id`) or
-    of a v1 sale (`sale_id`). Its amount as v2 writes it (`value`, `currency_code`) or v1
-    (`total`, `currency`), with or without a minus sign."""
-    capture, reason = REFUND_EVENTS[event_type]
-    refund_id = _identifier(refund.get("id"))
-    if refund_id is None:
-        return Rejected("missing_resource_id")
-    if capture:
-        sale = _capture_of(refund) or _identifier(refund.get("capture_id"))
-    else:
-        sale = _identifier(refund.get("sale_id"))
-    if sale is None:
-        return Rejected("missing_sale", "no capture link" if capture else "no sale_id")
-    amount = refund.get("amount")
-    if not isinstance(amount, Mapping):
-        return Rejected("bad_amount", "resource.amount is missing")
-    value = amount.get("value", amount.get("total"))
-    currency = amount.get("currency_code", amount.get("currency"))
-    if not isinstance(currency, str):
-        return Rejected("bad_currency", "the amount has no currency code")
-    if not isinstance(value, str):
-        return Rejected("bad_amount", "the amount is not a decimal string")
-    return paypal_refund(refund_id, reason, sale, value, currency)
-
-
-def _capture_of(refund: Mapping[str, Any]) -> str | None:
-    """The capture a v2 refund belongs to: its `links` entry with `rel` `up`."""
-    links = refund.get("links")
-    for link in links[:_MAX_LINKS] if isinstance(links, list) else ():
-        if isinstance(link, Mapping) and link.get("rel") == "up":
-            href = link.get("href")
-            path = urlsplit(href).path if isinstance(href, str) and len(href) < 1000 else ""
-            found = _CAPTURE_PATH.search(path)
-            if found is not None and path.endswith(found.group(0)):
-                return found.group(1)
-    return None
-
-
-_MAX_LINKS = 10
 
 
 def _map_capture(event_id: str, capture: Mapping[str, Any]) -> MappingResult:
@@ -241,7 +187,7 @@ def _conversion(
     currency: object,
     custom: object,
 ) -> MappingResult:
-    external_id = _identifier(resource.get("id"))
+    external_id = paypal_id(resource.get("id"))
     if external_id is None:
         return Rejected("missing_resource_id")
     if not isinstance(currency, str):
@@ -256,7 +202,7 @@ def _conversion(
     ids = _attribution(custom)
     payer_id = _payer_id(resource)
     customer = handles_of(
-        ("paypal:sub", _identifier(resource.get("billing_agreement_id"))),
+        ("paypal:sub", paypal_id(resource.get("billing_agreement_id"))),
         ("paypal:payer", payer_id),
     )
     return Conversion(
@@ -285,7 +231,7 @@ def _payer_id(resource: Mapping[str, Any]) -> str | None:
     """The payer id where the resource carries one (`payer.payer_id` or `payer.payer_info`)."""
     for path in (("payer", "payer_id"), ("payer", "payer_info", "payer_id")):
         parent = _path(resource, *path[:-1])
-        if parent is not None and (payer_id := _identifier(parent.get(path[-1]))) is not None:
+        if parent is not None and (payer_id := paypal_id(parent.get(path[-1]))) is not None:
             return payer_id
     return None
 
@@ -304,14 +250,7 @@ def _converted_at(value: object) -> str | None:
 
 
 def _event_id(event: Mapping[str, Any]) -> str | None:
-    return _identifier(event.get("id"))
-
-
-def _identifier(value: object) -> str | None:
-    """A PayPal id (event, resource, payer, order) when `value` is shaped like one, else None."""
-    if isinstance(value, str) and _ID.fullmatch(value):
-        return value
-    return None
+    return paypal_id(event.get("id"))
 
 
 def _path(mapping: Mapping[str, Any], *keys: str) -> Mapping[str, Any] | None:
