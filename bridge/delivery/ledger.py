@@ -30,6 +30,8 @@ SUSPECT = "rb:suspect"
 SUSPECTS_WAITING = "rb:suspects:waiting"
 # Refunds held until their conversion is delivered (lua/refund_gate.lua).
 REFUNDS_WAITING = "rb:refunds:waiting"
+# Conversions delivered, by when (`refbridge verify`), kept as long as their items.
+DELIVERED = "rb:delivered"
 SEEN_TTL = 30 * 24 * 3600
 KEEP_DONE = 30 * 24 * 3600
 REJECTED_KEEP = 1000
@@ -265,7 +267,7 @@ class Ledger:
         for name, value in fields.items():
             argv += [name, value]
         keys = [item_key(claim.item_id), DUE, DLQ, STATS, RETRY, UNDELIVERED, SUSPECT]
-        keys += [SUSPECTS_WAITING, waiting_refunds_key(claim.item_id), REFUNDS_WAITING]
+        keys += [SUSPECTS_WAITING, waiting_refunds_key(claim.item_id), REFUNDS_WAITING, DELIVERED]
         return bool(self._finish_script(keys=keys, args=argv))
 
     def discard(self, claim: Claim, seen: str, counter: str = "") -> bool:

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     retry_now.add_argument("--all", action="store_true")
     retry_now.add_argument("--json", action="store_true")
     catchup_cmd.add_parser(sub, [data_dir])
+    verify = sub.add_parser(
+        "verify",
+        parents=[data_dir],
+        help="confirm that the conversions delivered in a window are still at RefCampaign",
+    )
+    verify.add_argument("--since", required=True, help="a duration back (30m, 72h, 7d) or ISO time")
+    verify.add_argument("--until", default=None, help="end of the window (default now)")
+    verify.add_argument("--json", action="store_true")
     return parser
 
 
@@ -87,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _retry_now(ledger, args)
         if catchup is not None:
             return catchup(ledger)
+        if args.command == "verify":
+            return _verify(ledger, settings, args)
         return _dlq(ledger, args)
     except ConfigError as exc:
         print(f"refbridge: configuration error: {exc}", file=sys.stderr)
@@ -108,6 +119,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     return 1
+
+
+def _verify(ledger: Ledger, settings: Settings, args: argparse.Namespace) -> int:
+    from bridge.catchup.window import parse_window
+    from bridge.logs import configure_logging
+    from bridge.ops.verify import run_verify
+
+    configure_logging(stream=sys.stderr)
+    try:
+        since, until = parse_window(args.since, args.until, time.time())
+    except ValueError as exc:
+        raise CliError(f"verify: {exc}") from None
+    settings.require("REFCAMPAIGN_API_KEY")
+    return run_verify(ledger, settings, since, until, args.json)
 
 
 def _settings() -> Settings:

@@ -1,5 +1,6 @@
 -- KEYS: item, due, dlq, stats, retry, undelivered, suspect, suspects waiting, the refunds
---       waiting for this item (a conversion's: refund_gate.lua), all refunds waiting.
+--       waiting for this item (a conversion's: refund_gate.lua), all refunds waiting, the
+--       conversions delivered (by time: what `refbridge verify` reads).
 -- ARGV: token, now (replaced by Redis's clock), outcome, when, stat, n, (stats field, value) × n,
 --       latency, latency bucket field, latency sum field, latency count field ('' × 4: none),
 --       field, value, ...
@@ -61,6 +62,12 @@ for i = first, #ARGV, 2 do
   end
 end
 if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[5], 1) end
+local delivered = redis.call('HMGET', KEYS[1], 'kind', 'status')
+if ARGV[3] == 'done' and delivered[1] == 'conversion' and delivered[2] == 'delivered' then
+  -- Kept as long as the item (`when`): older entries go as new ones come.
+  redis.call('ZADD', KEYS[11], ARGV[2], KEYS[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[4]))
+end
 redis.call('HDEL', KEYS[1], 'in_flight')
 free_slot(KEYS[7], KEYS[8], KEYS[2], KEYS[1])
 return 1
