@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from bridge.ops.embedded_redis import EmbeddedRedis, free_port
-from bridge.ops.supervisor import yield_cpu
+from bridge.ops.process_tree import yield_cpu
 from tests.signing import OTHER_SECRET, SECRET
 
 ROOT = Path(__file__).resolve().parents[1]

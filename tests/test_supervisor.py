@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from bridge.ops.preflight import RunRefused, check_port_free, lock_data_dir, redis_address
-from bridge.ops.supervisor import WORKER_NICE, yield_cpu
+from bridge.ops.process_tree import WORKER_NICE, yield_cpu
 
 OWN_NICE = psutil.Process().nice()
 # A runner already at nice 10 or more leaves no room to be 10 steps nicer: nothing to see.

@@ -22,19 +22,22 @@ import structlog
 from bridge.logs import configure_logging
 from bridge.ops.embedded_redis import EmbeddedRedis, RedisStartError
 from bridge.ops.preflight import check_port_free, check_redis, lock_data_dir, redis_address
-from bridge.ops.process_tree import die_with_parent
+from bridge.ops.process_tree import (
+    die_with_parent,
+    kill_group,
+    leave_terminal,
+    stop_child,
+    yield_cpu,
+)
+from bridge.ops.process_tree import (
+    terminal_fds as tty_fds,
+)
 from bridge.ops.readiness import Readiness, probe_host
 from bridge.redis_client import connect
 from config import ConfigError, Settings
 
 log = structlog.get_logger("refbridge.run")
 
-# How much nicer than the web the worker runs. Under a burst the web's 200s come first: a
-# webhook left unanswered is resent, and an endpoint that keeps timing out gets disabled, while
-# a delivery can wait a few seconds. With both on the same cores, the web then acknowledges
-# about twice as fast while the worker delivers (bench/NOTES.md, figure 1 with the worker);
-# the worker still gets ~10 % of a contended CPU and all of an idle one.
-WORKER_NICE = 10
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # What each child gets from the kernel when we die without stopping it (SIGKILL, a crash).
 # gunicorn's SIGTERM shutdown is bounded (graceful_timeout). Celery's warm shutdown is not when
@@ -91,13 +94,13 @@ class Tree:
     # Why a child's death stopped the run: the one line printed once everything is stopped.
     failure: str | None = None
     # Known before a hang-up: a terminal that is gone no longer answers isatty().
-    terminal_fds: tuple[int, ...] = field(default_factory=lambda: _terminal_fds())
+    terminal_fds: tuple[int, ...] = field(default_factory=tty_fds)
 
     def request_stop(self, signum: int, _: object) -> None:
         """Signal handler: the main loop stops everything in order."""
         self.stop_requested = True
         if signum == signal.SIGHUP:
-            _leave_terminal(self.terminal_fds)
+            leave_terminal(self.terminal_fds)
 
     def start_redis(self) -> str:
         """Start the embedded Redis under the data directory; its URL, also in redis.url."""
@@ -147,10 +150,10 @@ class Tree:
         life.restarts += 1
         life.started = time.monotonic()
         if name == "redis" and self.redis and self.redis.process:
-            _kill_group(self.redis.process.pid)
+            kill_group(self.redis.process.pid)
             self.redis.start(pass_fds=(self.lock.fileno(),))
             return self.redis.process.pid
-        _kill_group(self.procs[name].pid)
+        kill_group(self.procs[name].pid)
         self.start(name, self.commands[name], self.env)
         pid = self.procs[name].pid
         if name == "worker":
@@ -161,7 +164,7 @@ class Tree:
         """Stop web, worker, then Redis (they write to it until they are gone)."""
         for name in ("web", "worker"):
             if name in self.procs:
-                _stop(self.procs[name])
+                stop_child(self.procs[name])
         if self.redis:
             self.redis.stop()
             (self.data_dir / "redis.url").unlink(missing_ok=True)
@@ -301,70 +304,3 @@ def _pids(tree: Tree) -> dict[str, int]:
     if tree.redis and tree.redis.process:
         pids["redis"] = tree.redis.process.pid
     return pids
-
-
-def _terminal_fds() -> tuple[int, ...]:
-    return tuple(fd for fd in (1, 2) if os.isatty(fd))
-
-
-def _leave_terminal(fds: tuple[int, ...]) -> None:
-    """After a hang-up our terminal is gone: writing to it would fail, so write nowhere."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    for fd in fds:
-        os.dup2(devnull, fd)
-    os.close(devnull)
-
-
-def yield_cpu(pid: int, steps: int = WORKER_NICE) -> int | None:
-    """Make process `pid`, a session leader just started, `steps` nicer than it is (at most 19).
-
-    Under load it then gets less CPU than its siblings (the web); children it forks later
-    (Celery's pool) inherit the niceness. Linux's autogroup (on when processes live in the root
-    CPU cgroup) first shares the CPU between sessions and applies a process's own niceness only
-    within its session, so the niceness of the session, new and at 0, is set to `steps` too.
-    Returns the process's niceness now, or None when it could not be changed (logged).
-    """
-    try:
-        nice = min(19, os.getpriority(os.PRIO_PROCESS, pid) + steps)
-        os.setpriority(os.PRIO_PROCESS, pid, nice)
-    except OSError as exc:
-        log.warning("worker_priority_unchanged", error=type(exc).__name__)
-        return None
-    _set_session_nice(pid, steps)
-    return nice
-
-
-def _set_session_nice(pid: int, nice: int) -> None:
-    autogroup = Path(f"/proc/{pid}/autogroup")
-    for _ in range(5):
-        try:
-            autogroup.write_text(str(nice))
-            return
-        except FileNotFoundError:
-            return  # no autogroup (another OS, or a kernel without it): the niceness is what counts
-        except BlockingIOError:
-            # EAGAIN: without CAP_SYS_ADMIN, one such change per 100 ms on the whole machine.
-            time.sleep(0.1)
-        except OSError as exc:
-            log.warning("worker_session_priority_unchanged", error=type(exc).__name__)
-            return
-    log.warning("worker_session_priority_unchanged", error="BlockingIOError")
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    _kill_group(proc.pid)
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL what a child forked and left behind (it led its own process group)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

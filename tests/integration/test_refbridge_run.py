@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from bridge.ops.embedded_redis import free_port
-from bridge.ops.supervisor import WORKER_NICE
+from bridge.ops.process_tree import WORKER_NICE
 from tests.fixtures import stripe_fixture
 from tests.signing import SECRET, stripe_body, stripe_headers
 
