@@ -42,14 +42,7 @@ def checkout_event(n: int) -> dict[str, Any]:
             "s1": "spring",
         },
     }
-    return {
-        "id": f"evt_walkthrough_{n}",
-        "object": "event",
-        "type": "checkout.session.completed",
-        "created": int(time.time()),
-        "livemode": False,
-        "data": {"object": session},
-    }
+    return _event(f"evt_walkthrough_{n}", "checkout.session.completed", session)
 
 
 def refund_event(n: int, refunded: int) -> dict[str, Any]:
@@ -63,13 +56,18 @@ def refund_event(n: int, refunded: int) -> dict[str, Any]:
         "currency": "eur",
         "payment_intent": f"pi_walkthrough_{n}",
     }
+    return _event(f"evt_walkthrough_refund_{n}_{refunded}", "charge.refunded", charge)
+
+
+def _event(event_id: str, event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """A test-mode Stripe event of `obj`, created now."""
     return {
-        "id": f"evt_walkthrough_refund_{n}_{refunded}",
+        "id": event_id,
         "object": "event",
-        "type": "charge.refunded",
+        "type": event_type,
         "created": int(time.time()),
         "livemode": False,
-        "data": {"object": charge},
+        "data": {"object": obj},
     }
 
 

@@ -183,10 +183,10 @@ def _record(
             "last_error": "",
         }
         if item.get("kind") == REFUND:
-            sent = "already_refunded" if outcome.already else "refunded"
             fields["already_refunded"] = "1" if outcome.already else ""
-            done = stat(refunds.REFUNDS, outcome="sent" if not outcome.already else sent)
-            return _applied(ledger.mark_done(claim, fields, done), sent)
+            counted = "already_refunded" if outcome.already else "sent"
+            done = ledger.mark_done(claim, fields, stat(refunds.REFUNDS, outcome=counted))
+            return _applied(done, "already_refunded" if outcome.already else "refunded")
         ledger.mark_delivered(claim, fields, latency=now - item_number(item, "received_at", now))
         return "delivered"
     if isinstance(outcome, Verified):

@@ -96,9 +96,8 @@ def post_conversion(
     session: requests.Session, settings: Settings, payload: dict[str, Any]
 ) -> Outcome:
     """POST one conversion; the classified answer. Never raises for network trouble."""
-    headers = {"Authorization": f"Bearer {settings.refcampaign_api_key}"}
     url = settings.postback_url
-    response = send(session, "POST", url, settings.delivery_timeout, json=payload, headers=headers)
+    response = post_to_refcampaign(session, settings, url, payload)
     if isinstance(response, RetryLater):
         return response
     outcome = classify_postback(response.status_code, response.headers, response.text, None, url)
@@ -111,6 +110,15 @@ def post_conversion(
         commission_id=_text(answer.get("commissionId")),
         commission_amount=_number(answer.get("commissionAmount")),
     )
+
+
+def post_to_refcampaign(
+    session: requests.Session, settings: Settings, url: str, payload: dict[str, Any]
+) -> requests.Response | RetryLater:
+    """POST `payload` as JSON to RefCampaign's `url` with the API key, within DELIVERY_TIMEOUT;
+    network trouble as a RetryLater (see `send`)."""
+    headers = {"Authorization": f"Bearer {settings.refcampaign_api_key}"}
+    return send(session, "POST", url, settings.delivery_timeout, json=payload, headers=headers)
 
 
 def answer_data(response: requests.Response) -> dict[str, Any]:
@@ -141,9 +149,8 @@ def post_refund(session: requests.Session, settings: Settings, payload: dict[str
     """POST one refund to RefCampaign's refund endpoint; the classified answer (a 404 is
     `not_found`: RefCampaign has no conversion of that externalId). Never raises for network
     trouble."""
-    headers = {"Authorization": f"Bearer {settings.refcampaign_api_key}"}
     url = settings.refund_url
-    response = send(session, "POST", url, settings.delivery_timeout, json=payload, headers=headers)
+    response = post_to_refcampaign(session, settings, url, payload)
     if isinstance(response, RetryLater):
         return response
     if response.status_code == 404:

@@ -10,7 +10,6 @@ is that invoice, the first invoice's is the checkout session that created the su
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from bridge.delivery.deadline import within
 from bridge.delivery.outcomes import DeadLetter, RetryLater, retry_after_seconds
 from bridge.delivery.pacing import Throttle
 from bridge.delivery.stripe_api import Redirected, get_json, header, stripe_client
+from bridge.providers.stripe.refunds import stripe_id
 from config import Settings
 
 # Stripe allows 25 requests/s per endpoint by default; a worker process stays well under.
@@ -124,10 +124,8 @@ def _first(page: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def _id(value: object) -> str:
-    """An id, whether the field holds it or the expanded object."""
-    if isinstance(value, Mapping):
-        value = value.get("id")
-    return value.strip() if isinstance(value, str) and len(value) <= 255 else ""
+    """An id, whether the field holds it or the expanded object; "" when none."""
+    return stripe_id(value) or ""
 
 
 def _created(obj: Mapping[str, Any]) -> int | None:
@@ -140,21 +138,13 @@ def _error(exc: stripe.StripeError) -> str:
     return f"Stripe answered {exc.http_status}" + (f" ({code})" if isinstance(code, str) else "")
 
 
-_lock = threading.Lock()
-
-
 @functools.cache
 def _throttle() -> Throttle:
     return Throttle(MAX_RATE)
 
 
+@functools.lru_cache(maxsize=4)
 def _client(settings: Settings) -> stripe.StripeClient:
     """The process's client: each request within a quarter of DELIVERY_TIMEOUT, so that a
     look-up's four at most and the refund's POST fit in one attempt's lease."""
-    with _lock:
-        return _clients(settings.stripe_api_key, settings.stripe_api_url, settings)
-
-
-@functools.lru_cache(maxsize=4)
-def _clients(key: str | None, url: str, settings: Settings) -> stripe.StripeClient:
     return stripe_client(settings, settings.delivery_timeout / 4)

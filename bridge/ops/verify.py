@@ -20,7 +20,12 @@ from typing import Any
 import structlog
 from tqdm import tqdm
 
-from bridge.delivery.http_client import OutboundSession, answer_data, new_session, send
+from bridge.delivery.http_client import (
+    OutboundSession,
+    answer_data,
+    new_session,
+    post_to_refcampaign,
+)
 from bridge.delivery.ledger import DELIVERED, Ledger, item_id, item_key
 from bridge.delivery.outcomes import RetryLater
 from bridge.delivery.pacing import Throttle
@@ -77,21 +82,13 @@ def verify(
     """Post each delivered conversion of `ids` again, at most MAX_RATE a second."""
     session: OutboundSession = new_session(pool_size=1)
     pace, result = throttle or Throttle(MAX_RATE), Verified()
-    headers = {"Authorization": f"Bearer {settings.refcampaign_api_key}"}
     for conversion in ids:
         item = ledger.get(conversion) or {}
         if item.get("status") != "delivered" or not item.get("payload"):
             continue  # gone since (purged, expired): nothing to prove
         pace.wait()
         payload = json.loads(item["payload"])
-        answer = send(
-            session,
-            "POST",
-            settings.postback_url,
-            settings.delivery_timeout,
-            json=payload,
-            headers=headers,
-        )
+        answer = post_to_refcampaign(session, settings, settings.postback_url, payload)
         result.checked += 1
         _judge(ledger, conversion, item, answer, result)
         progress(result)

@@ -23,7 +23,7 @@ def map_stripe_refund(event: Mapping[str, Any], obj: Mapping[str, Any]) -> Refun
 
 def _charge_refunded(event: Mapping[str, Any], charge: Mapping[str, Any]) -> Refund | Ignored:
     """A charge's refunds so far: `amount_refunded` is their running total."""
-    charge_id, event_id = _id_of(charge.get("id")), _id_of(event.get("id"))
+    charge_id, event_id = stripe_id(charge.get("id")), stripe_id(event.get("id"))
     refunded, amount = charge.get("amount_refunded"), charge.get("amount")
     if charge_id is None or event_id is None:
         return Ignored("malformed_object", "the charge or event id is missing")
@@ -31,7 +31,7 @@ def _charge_refunded(event: Mapping[str, Any], charge: Mapping[str, Any]) -> Ref
         return Ignored("malformed_object", "amount or amount_refunded is not valid")
     if refunded == 0:
         return Ignored("nothing_refunded", "amount_refunded is 0")
-    intent, invoice = _id_of(charge.get("payment_intent")), _id_of(charge.get("invoice"))
+    intent, invoice = stripe_id(charge.get("payment_intent")), stripe_id(charge.get("invoice"))
     return Refund(
         key=event_id,
         reason="refund",
@@ -51,13 +51,13 @@ def _dispute_closed(dispute: Mapping[str, Any]) -> Refund | Ignored:
     if status != "lost":
         shown = status if isinstance(status, str) and status.isidentifier() else "other"
         return Ignored(f"dispute_{shown[:30]}", "only a lost dispute is a chargeback")
-    dispute_id, charge = _id_of(dispute.get("id")), _id_of(dispute.get("charge"))
+    dispute_id, charge = stripe_id(dispute.get("id")), stripe_id(dispute.get("charge"))
     if dispute_id is None or charge is None:
         return Ignored("malformed_object", "the dispute or its charge id is missing")
     amount = dispute.get("amount")
     if not _minor_units(amount) or amount == 0:
         return Ignored("malformed_object", "amount is not valid")
-    intent = _id_of(dispute.get("payment_intent"))
+    intent = stripe_id(dispute.get("payment_intent"))
     return Refund(
         key=dispute_id,
         reason="chargeback",
@@ -74,7 +74,7 @@ def _handles(charge: str, intent: str | None, invoice: str | None) -> tuple[str,
     return handles_of(("stripe:ch", charge), ("stripe:pi", intent), ("stripe:in", invoice))
 
 
-def _id_of(value: object) -> str | None:
+def stripe_id(value: object) -> str | None:
     """An id, whether the field holds it or the expanded object; None unless a sane string."""
     if isinstance(value, Mapping):
         value = value.get("id")
