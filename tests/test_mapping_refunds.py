@@ -281,6 +281,9 @@ def test_a_charge_refund_shares_a_handle_with_the_renewal_invoice_it_paid() -> N
         {"amount": None},
         {"amount_refunded": 2001},
         {"amount": 0, "amount_refunded": 1},
+        # Past what Lua's numbers hold exactly: the running total would break.
+        {"amount": 10**400, "amount_refunded": 10**399},
+        {"amount": 10**12 + 1, "amount_refunded": 1},
     ],
 )
 def test_a_malformed_amount_is_ignored_as_a_malformed_object(fields: dict[str, Any]) -> None:
@@ -650,3 +653,9 @@ def test_the_payload_of_a_partial_refund_names_its_amount() -> None:
     body = payload("cs_test_1", 500, "refund")
     assert body == {"externalId": "cs_test_1", "amount": 500, "reason": "refund"}
     assert json.loads(json.dumps(body)) == body
+
+
+@pytest.mark.parametrize("amount", [0, -1, True, "1000", 10**12 + 1, 10**400])
+def test_a_lost_dispute_without_a_usable_amount_is_a_malformed_object(amount: object) -> None:
+    result = map_stripe_event(dispute_closed(amount=amount), recurring=True)
+    assert outcome(result) == ignored("malformed_object")

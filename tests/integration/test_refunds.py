@@ -30,7 +30,8 @@ from tests.signing import stripe_body, stripe_headers
 from tests.standins.paypal import PayPalVerifier
 from tests.standins.paypal_api import PayPalApi
 from tests.standins.refcampaign import RefCampaign, Scripted
-from tests.standins.stripe_api import StripeAPI
+from tests.standins.stripe_api import Scripted as StripeScripted
+from tests.standins.stripe_api import StripeAPI, server_error, slow
 from tests.waiting import wait_until
 
 REFBRIDGE = str(Path(sys.executable).parent / "refbridge")
@@ -276,6 +277,59 @@ def test_a_refund_of_a_sale_made_before_installation_is_found_through_stripe(
     assert refund == {"externalId": session, "reason": "refund"}
     looked = [r["path"] for r in stack.stripe.lookup_requests()]
     assert looked and all(p.startswith("/v1/checkout/sessions") for p in looked)
+
+
+def old_sale_in_stripe(stack: Stack) -> tuple[str, str]:
+    """A checkout Stripe knows, made long before the bridge (no webhook wait): (id, intent)."""
+    session, intent = new_id("cs_test_old_"), new_id("pi_old_")
+    made = int(time.time()) - 86400
+    session_object = {"object": "checkout.session", "payment_intent": intent, "created": made}
+    stack.stripe.add_sessions([{"id": session, **session_object}])
+    return session, intent
+
+
+def test_a_stripe_look_up_that_fails_slow_or_5xx_is_retried_until_it_answers(
+    stack: Stack,
+) -> None:
+    session, intent = old_sale_in_stripe(stack)
+    stack.refcampaign.conversions[session] = {"id": "conv_old", "payload": {"amount": 3000}}
+    # Slower than DELIVERY_TIMEOUT (2 s here): cut, never sent late; then a 500; then it answers.
+    stack.stripe.script(slow(5), server_error(500))
+    event = charge_refunded(intent, 3000)
+    stack.stripe_event(event)
+    [refund] = stack.refcampaign.wait_for_refunds(1, timeout=30)
+    assert refund == {"externalId": session, "reason": "refund"}
+    # The slow answer was cut (the stand-in records a request once it has answered it).
+    assert len(stack.stripe.lookup_requests()) >= 2
+    assert int(stack.item(f"refund_{event['id']}")["attempts"]) >= 3
+    assert len(stack.refcampaign.refund_requests()) == 1
+
+
+def test_a_refused_stripe_key_dead_letters_the_refund(stack: Stack) -> None:
+    _, intent = old_sale_in_stripe(stack)
+    refused = {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}
+    stack.stripe.script(StripeScripted(401, refused))
+    event = charge_refunded(intent, 3000)
+    stack.stripe_event(event)
+    item = stack.wait_status(f"refund_{event['id']}", "dead")
+    assert (item["reason"], item["last_status"]) == ("stripe_unauthorized", "401")
+    assert STRIPE_KEY not in json.dumps(item)
+    assert stack.refcampaign.refund_requests() == []
+
+
+def test_a_refund_refcampaign_has_no_conversion_for_is_dead_lettered_not_found(
+    stack: Stack,
+) -> None:
+    session, intent = old_sale_in_stripe(stack)  # RefCampaign never had it: 404 NOT_FOUND
+    event = charge_refunded(intent, 3000)
+    stack.stripe_event(event)
+    item = stack.wait_status(f"refund_{event['id']}", "dead")
+    assert (item["reason"], item["last_status"], item["external_id"]) == (
+        "not_found",
+        "404",
+        session,
+    )
+    assert len(stack.refcampaign.refund_requests()) == 1  # terminal: no retry
 
 
 def test_a_payment_nobody_knows_is_recorded_and_not_sent(stack: Stack) -> None:

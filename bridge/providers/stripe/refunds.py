@@ -12,6 +12,7 @@ CHARGE_REFUNDED = "charge.refunded"
 DISPUTE_CLOSED = "charge.dispute.closed"
 REFUND_EVENT_TYPES = (CHARGE_REFUNDED, DISPUTE_CLOSED)
 _MAX_ID = 255
+_MAX_AMOUNT = 10**12
 
 
 def map_stripe_refund(event: Mapping[str, Any], obj: Mapping[str, Any]) -> Refund | Ignored:
@@ -84,7 +85,9 @@ def stripe_id(value: object) -> str | None:
 
 
 def _minor_units(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A non-negative whole amount that Redis's Lua numbers hold exactly (Stripe's are 8 digits
+    at most; a larger one would break the running total in lua/refund_gate.lua)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_AMOUNT
 
 
 def _currency(value: object) -> str | None:
