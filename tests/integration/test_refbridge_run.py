@@ -80,7 +80,15 @@ class Run:
 
 
 def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    return [p for p in procs if _running(p)]
+
+
+def _running(process: psutil.Process) -> bool:
+    """Running and not a zombie; a process that exits between the two questions is gone."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def wait_gone(procs: list[psutil.Process], timeout: float = 20.0) -> list[psutil.Process]:
