@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import redis
 
-from bridge.delivery.ledger import DUE, Ledger, item_key
+from bridge.delivery.keys import DUE, item_key
+from bridge.delivery.ledger import Ledger
 from bridge.delivery.publish import BACKLOG, BATCH, MAX_QUEUED, PUBLISH_GRACE, QUEUE
 from bridge.redis_client import redis_time
 

@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from bridge.delivery import ledger as ledger_module
-from bridge.delivery.ledger import DUE, Ledger, item_key
+from bridge.delivery.keys import DUE, item_key
+from bridge.delivery.ledger import Ledger
 from bridge.redis_client import redis_time
 
 AHEAD = 30.0

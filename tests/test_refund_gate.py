@@ -12,7 +12,8 @@ import redis
 from bridge.conversion import Conversion, Handles
 from bridge.delivery import memory, refunds
 from bridge.delivery.intake import accept_refund
-from bridge.delivery.ledger import REFUNDS_WAITING, Ledger
+from bridge.delivery.keys import REFUNDS_WAITING
+from bridge.delivery.ledger import Ledger
 from bridge.refund import Refund
 from config import Settings
 

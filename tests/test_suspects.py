@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import redis
 
-from bridge.delivery.ledger import DUE, Ledger, item_key
+from bridge.delivery.keys import DUE, item_key
+from bridge.delivery.ledger import Ledger
 from bridge.redis_client import redis_time
 
 SUSPECTS = 70  # more than a claim used to look through (64), which then held fresh work back

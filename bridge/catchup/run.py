@@ -25,7 +25,8 @@ from bridge.catchup.source import EventSource, ProviderEvent
 from bridge.catchup.summary import Summary
 from bridge.conversion import Conversion, Ignored
 from bridge.delivery import intake, memory
-from bridge.delivery.ledger import Ledger, item_key
+from bridge.delivery.keys import item_key
+from bridge.delivery.ledger import Ledger
 from bridge.delivery.stats import STATS, parse_stat, stat
 from bridge.refund import Refund
 
@@ -154,6 +155,7 @@ def _record_refunds(
             event_id=event_id,
             received_at=time.time(),
             stats=stats,
+            via="catchup",
         )
         if isinstance(result, intake.Accepted):
             summary.recorded += 1

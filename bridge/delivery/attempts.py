@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 import requests
 import structlog
 
-from bridge.delivery import intake, paypal_api, refunds, verified
+from bridge.delivery import intake, paypal_api, refunds, story, verified
 from bridge.delivery.http_client import post_conversion, post_refund, verify_ipn
-from bridge.delivery.ledger import WORKER_DIED, Claim, Claimed, Ledger, item_number
+from bridge.delivery.keys import item_number
+from bridge.delivery.ledger import WORKER_DIED, Claim, Claimed, Ledger
 from bridge.delivery.outcomes import (
     Crashed,
     DeadLetter,
@@ -185,9 +186,11 @@ def _record(
         if item.get("kind") == REFUND:
             fields["already_refunded"] = "1" if outcome.already else ""
             counted = "already_refunded" if outcome.already else "sent"
-            done = ledger.mark_done(claim, fields, stat(refunds.REFUNDS, outcome=counted))
+            told = _told(claim, counted, outcome.status)
+            done = ledger.mark_done(claim, fields, stat(refunds.REFUNDS, outcome=counted), told)
             return _applied(done, "already_refunded" if outcome.already else "refunded")
-        ledger.mark_delivered(claim, fields, latency=now - item_number(item, "received_at", now))
+        latency = now - item_number(item, "received_at", now)
+        ledger.mark_delivered(claim, fields, latency, _told(claim, "delivered", outcome.status))
         return "delivered"
     if isinstance(outcome, Verified):
         ledger.count(_stat_for(item, "verified"))
@@ -208,8 +211,20 @@ def _record(
         fields = {**attempt, "reason": outcome.reason, "last_error": outcome.error}
         error = f"{outcome.status} {outcome.reason}"
         dead = _stat_for(item, "dead_lettered", outcome.reason)
-        return _applied(ledger.dead_letter(claim, dead, fields, error), "dead_lettered")
+        told = _told(claim, "dead_lettered", outcome.status, outcome.error)
+        return _applied(ledger.dead_letter(claim, dead, fields, error, told), "dead_lettered")
     return _retry(worker, claim, item, outcome, attempt, notes)
+
+
+def _told(claim: Claim, word: str, status: int | None, error: str = "") -> str:
+    """The story entry of a postback attempt under `claim` (bridge/delivery/story.py); none for
+    the verification of a PayPal message, which is no attempt at the payment's postback."""
+    item = claim.item
+    if item.get("kind") in RAW_KINDS:
+        return ""
+    number = int(item_number(item, "attempts", 1))
+    started = item_number(item, "last_attempt_at", claim.at)
+    return story.attempt_entry(number, started, word, status, error, time.time() - claim.at)
 
 
 def _or_blank(value: int | float | None) -> int | float | str:
@@ -264,7 +279,9 @@ def _retry(
         dead = _stat_for(item, "dead_lettered", reason)
         fields["reason"] = reason
         notes["reason"] = reason
-        return _applied(worker.ledger.dead_letter(claim, dead, fields, error), "dead_lettered")
+        told = _told(claim, "dead_lettered", outcome.status, f"{reason}: {outcome.error}")
+        dead_lettered = worker.ledger.dead_letter(claim, dead, fields, error, told)
+        return _applied(dead_lettered, "dead_lettered")
     word = "crashed" if crashed else "retried"
     retried = _stat_for(item, word)
     if outcome.code == LIMIT_EXCEEDED:
@@ -276,7 +293,9 @@ def _retry(
             externalId=item.get("external_id") or None,
             retry_in=round(delay, 3),
         )
-    finished = worker.ledger.schedule_retry(claim, delay, retried, fields, error)
+    limited = outcome.code == LIMIT_EXCEEDED
+    told = _told(claim, "limit_exceeded" if limited else word, outcome.status, outcome.error)
+    finished = worker.ledger.schedule_retry(claim, delay, retried, fields, error, told)
     if finished:
         notes.update(delay=round(delay, 3), next_attempt_at=_iso(now + delay))
     return _applied(finished, word)

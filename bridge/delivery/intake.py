@@ -5,14 +5,15 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from bridge import json_text
 from bridge.conversion import Conversion
-from bridge.delivery import memory
-from bridge.delivery.ledger import Ledger
+from bridge.delivery import memory, story
+from bridge.delivery.ledger import Entry, Ledger
 from bridge.delivery.stats import stat
 from bridge.refund import Refund
 
@@ -51,12 +52,14 @@ def accept_conversion(
 
     A conversion that names no affiliate itself is first given the ids remembered for its
     subscription or customer (bridge/delivery/memory.py); recording it leaves its own to
-    remember, in the same round trip.
+    remember, and tells its story (bridge/delivery/story.py), in the same round trip.
     """
     conversion = ledger.memory.attribute(conversion)
+    told = story.conversion_told(conversion, provider, event_id, received_at, "webhook")
     if not conversion.attributed:
         ledger.count(stat("webhooks", provider=provider, outcome="unattributed"))
         ledger.memory.remember(conversion, sent=False)  # so that its refunds are not sent
+        _tell_unattributed(ledger, conversion, told)
         return Unattributed()
     seen, fields = _conversion_entry(conversion, provider, event_id, received_at)
     recorded = ledger.enqueue(
@@ -65,8 +68,19 @@ def accept_conversion(
         fields,
         _intake_stats(provider),
         remember=memory.entries(conversion),
+        told=told,
     )
     return Accepted(conversion.external_id, conversion.attributed_from) if recorded else Duplicate()
+
+
+def _tell_unattributed(ledger: Ledger, conversion: Conversion, told: story.Told) -> None:
+    """The story of a conversion that is not sent: it names no affiliate, nor did memory."""
+    entry = {**json.loads(told.entry), "outcome": "unattributed"}
+    entry["reason"] = "no_attribution_id"
+    looked = [h.split(":", 2)[-1] for h in conversion.handles.customer]
+    if looked:
+        entry["detail"] = "nothing remembered for " + ", ".join(looked)
+    story.tell(ledger.redis, conversion.external_id, entry, told.aliases, replace_aliases=False)
 
 
 def accept_refund(
@@ -77,6 +91,8 @@ def accept_refund(
     event_id: str,
     received_at: float,
     stats: tuple[str, str] | None = None,
+    event_type: str = "",
+    via: str = "webhook",
 ) -> IntakeResult:
     """Record `refund` for a worker to match to its conversion and send once that conversion
     is delivered (bridge/delivery/refunds.py); Duplicate when this refund is recorded already
@@ -87,11 +103,24 @@ def accept_refund(
         "event_id": event_id,
         "received_at": received_at,
     }
+    entry = story.event_entry(
+        provider,
+        event_id,
+        event_type,
+        received_at,
+        via=via,
+        refund=refund.item_id,
+        reason=refund.reason,
+        externalId=refund.external_id or None,
+    )
+    aliases = (event_id, refund.charge or "")  # a checkout's charge first shows in its refund
+    told = story.Told(json_text.dumps(entry), aliases, via != "catchup")
     recorded = ledger.enqueue(
         refund.item_id,
         f"rb:seen:refund:{refund.key}",
         fields,
         _intake_stats(provider) if stats is None else stats,
+        told=told,
     )
     return Accepted(refund.item_id) if recorded else Duplicate()
 
@@ -124,6 +153,7 @@ def accept_conversions(
     received_at: float,
     counter: str,
     counts: Mapping[str, int],
+    via: str = "catchup",
 ) -> list[IntakeResult]:
     """`accept_conversion` for each (conversion, event id), in order, in one Redis pipeline
     (and one more round trip before each conversion that must be attributed from memory, so
@@ -136,7 +166,7 @@ def accept_conversions(
         stat(counter, provider=provider, outcome="accepted"),
         stat(counter, provider=provider, outcome="duplicate"),
     )
-    pending: list[tuple[str, str, Mapping[str, str | int | float], memory.Writes]] = []
+    pending: list[Entry] = []
     recorded: list[bool] = []
     attributed: list[bool] = []
     remembered_from: list[str | None] = []
@@ -145,13 +175,16 @@ def accept_conversions(
             recorded += ledger.enqueue_many(pending, stats, {})
             pending = []
         conversion = ledger.memory.attribute(conversion)
+        told = story.conversion_told(conversion, provider, event_id, received_at, via)
         if not conversion.attributed:
             ledger.memory.remember(conversion, sent=False)  # so that its refunds are not sent
+            _tell_unattributed(ledger, conversion, told)
         attributed.append(conversion.attributed)
         remembered_from.append(conversion.attributed_from)
         if conversion.attributed:
             seen, fields = _conversion_entry(conversion, provider, event_id, received_at)
-            pending.append((conversion.external_id, seen, fields, memory.entries(conversion)))
+            writes = memory.entries(conversion)
+            pending.append((conversion.external_id, seen, fields, writes, told))
     extra = dict(counts)
     if not all(attributed):
         field = stat(counter, provider=provider, outcome="unattributed")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -14,30 +13,40 @@ from bridge.delivery import scripts as ledger_scripts
 from bridge.delivery.claims import Claim as Claim
 from bridge.delivery.claims import Claimed as Claimed
 from bridge.delivery.claims import new_token
+from bridge.delivery.keys import (
+    DELIVERED,
+    DLQ,
+    DUE,
+    KEEP_DONE,
+    KEEP_INVALID,
+    REFUNDS_WAITING,
+    REJECTED,
+    REJECTED_KEEP,
+    RETRY,
+    SEEN_TTL,
+    SUSPECT,
+    SUSPECTS_WAITING,
+    UNDELIVERED,
+    item_id,
+    item_key,
+    pairs,
+    purge_keys,
+    text,
+    waiting_refunds_key,
+)
 from bridge.delivery.memory import DEFAULT_DAYS, NOTHING, Memory, Writes
 from bridge.delivery.publish import BACKLOG, BATCH, MAX_QUEUED, PUBLISH_GRACE, QUEUE
 from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, latency_fields, stat
+from bridge.delivery.story import (
+    ATTEMPTS_KEPT,
+    EVENTS_KEPT,
+    STORY_TTL,
+    Told,
+    attempts_key,
+    events_key,
+    id_key,
+)
 
-PREFIX = "rb:item:"
-DUE = "rb:due"
-DLQ = "rb:dlq"
-RETRY = "rb:retry"
-UNDELIVERED = "rb:undelivered"
-REJECTED = "rb:rejected"
-# "<lease end> <item key>" of the one suspect in flight (see lua/claim.lua).
-SUSPECT = "rb:suspect"
-# Suspects put back behind the one in flight, made due again when it frees the slot.
-SUSPECTS_WAITING = "rb:suspects:waiting"
-# Refunds held until their conversion is delivered (lua/refund_gate.lua).
-REFUNDS_WAITING = "rb:refunds:waiting"
-# Conversions delivered, by when (`refbridge verify`), kept as long as their items.
-DELIVERED = "rb:delivered"
-SEEN_TTL = 30 * 24 * 3600
-KEEP_DONE = 30 * 24 * 3600
-REJECTED_KEEP = 1000
-# How long the seen marker of a message proved not genuine stays: long enough to answer a burst
-# of replays without asking PayPal again, short enough that varied forgeries cannot pile up.
-KEEP_INVALID = 3600
 # Deaths of its worker, each while it was attempted alone, that dead-letter an item.
 MAX_DEATHS = 3
 WORKER_DIED = "worker_died"
@@ -51,30 +60,8 @@ _DEATH_STATS = (
 )
 
 
-def item_key(item_id: str) -> str:
-    """The Redis key of an item."""
-    return PREFIX + item_id
-
-
-def waiting_refunds_key(item_id: str) -> str:
-    """The set of refunds waiting for conversion `item_id` to be delivered (refund_gate.lua)."""
-    return f"rb:after:{item_id}"
-
-
-def purged_key(item_id: str) -> str:
-    """Marks conversion `item_id` as purged, never sent: its refunds are not sent either."""
-    return f"rb:purged:{item_id}"
-
-
-def _purge_keys(item: str) -> list[str]:
-    return [item_key(item), DLQ, waiting_refunds_key(item), REFUNDS_WAITING, purged_key(item), DUE]
-
-
-def item_id(key: str) -> str:
-    """The id of an item from its Redis key."""
-    return key[len(PREFIX) :]
-
-
+# What enqueue_many records: (item, seen, fields, remember, told), as `enqueue` takes them.
+Entry = tuple[str, str, Mapping[str, str | int | float], Writes, Told | None]
 # Publishes a task that attempts the ledger ids given (bridge/delivery/publish.py).
 Publish = Callable[[Sequence[str]], None]
 # lua/enqueue.lua's answer when its caller is to publish the item's task.
@@ -111,13 +98,15 @@ class Ledger:
         fields: Mapping[str, str | int | float],
         stats: tuple[str, str] = ("", ""),
         remember: Writes = NOTHING,
+        told: Told | None = None,
     ) -> bool:
         """Record a new item and publish its task; False when `seen` or it exists.
 
         `stats` names the counters to add one to when it is recorded / a duplicate; `remember`
-        the memory entries it leaves (bridge/delivery/memory.py), written even for a duplicate.
+        the memory entries it leaves (bridge/delivery/memory.py), written even for a duplicate;
+        `told` what it adds to its story (bridge/delivery/story.py).
         """
-        keys, argv = self._enqueue_call(item, seen, fields, stats, remember)
+        keys, argv = self._enqueue_call(item, seen, fields, stats, remember, told)
         answer = self._enqueue(keys=keys, args=argv)
         if answer == PUBLISH:
             self.publish([item])
@@ -125,16 +114,16 @@ class Ledger:
 
     def enqueue_many(
         self,
-        entries: Sequence[tuple[str, str, Mapping[str, str | int | float], Writes]],
+        entries: Sequence[Entry],
         stats: tuple[str, str],
         counts: Mapping[str, int],
     ) -> list[bool]:
-        """`enqueue` each (item, seen, fields, remember), and add `counts` to their counters: one
-        pipeline for them all (catch-up records a page of events at a time), then a task for
-        each BATCH of the items recorded."""
+        """`enqueue` each Entry, and add `counts` to their counters: one pipeline for them all
+        (catch-up records a page of events at a time), then a task for each BATCH of the items
+        recorded."""
         pipe = self.redis.pipeline(transaction=False)
-        for item, seen, fields, remember in entries:
-            keys, argv = self._enqueue_call(item, seen, fields, stats, remember)
+        for item, seen, fields, remember, told in entries:
+            keys, argv = self._enqueue_call(item, seen, fields, stats, remember, told)
             self._enqueue(keys=keys, args=argv, client=pipe)
         for counter, amount in counts.items():
             pipe.hincrby(STATS, counter, amount)
@@ -151,13 +140,21 @@ class Ledger:
         fields: Mapping[str, str | int | float],
         stats: tuple[str, str],
         remember: Writes,
+        told: Told | None,
     ) -> tuple[list[str], list[Any]]:
         """The keys and arguments of lua/enqueue.lua for one item."""
         grace = PUBLISH_GRACE if self._send is not None else 0
-        argv: list[Any] = ["", SEEN_TTL, *stats, grace, BACKLOG, *remember.args()]
+        argv: list[Any] = ["", SEEN_TTL, *stats, grace, BACKLOG]
+        if told is None:
+            argv += ["", "", EVENTS_KEPT]
+        else:
+            argv += [told.entry, "1" if told.duplicates else "", EVENTS_KEPT]
+        argv += remember.args()
         for name, value in fields.items():
             argv += [name, value]
-        return [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE], argv
+        keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, events_key(item)]
+        keys += [id_key(alias) for alias in (told.aliases if told else ())]
+        return keys, argv
 
     def publish(self, ids: Sequence[str]) -> int:
         """Publish tasks for `ids`, BATCH to a task; how many. A failure is logged: the sweeper
@@ -186,11 +183,11 @@ class Ledger:
         flat = self._claim(keys=keys, args=argv)
         claimed = Claimed([], [])
         for key, token, fields, died_in, word in zip(*(flat[i::5] for i in range(5)), strict=True):
-            claim = Claim(item_id(_text(key)), _text(token), _fields(fields), _text(died_in))
+            claim = Claim(item_id(text(key)), text(token), pairs(fields), text(died_in))
             if claim.token:
                 claimed.claims.append(claim)
                 continue
-            claimed.words[claim.item_id] = _text(word)
+            claimed.words[claim.item_id] = text(word)
             if claim.item:
                 claimed.dead.append(claim)
         return claimed
@@ -201,10 +198,14 @@ class Ledger:
         suspects (each to be published alone)."""
         argv: list[Any] = ["", PUBLISH_GRACE, limit, BATCH, MAX_QUEUED]
         fresh, suspects = self._sweep(keys=[DUE, QUEUE], args=argv)
-        return [item_id(_text(k)) for k in fresh], [item_id(_text(k)) for k in suspects]
+        return [item_id(text(k)) for k in fresh], [item_id(text(k)) for k in suspects]
 
     def mark_delivered(
-        self, claim: Claim, fields: Mapping[str, str | int | float], latency: float
+        self,
+        claim: Claim,
+        fields: Mapping[str, str | int | float],
+        latency: float,
+        attempt: str = "",
     ) -> bool:
         """RefCampaign accepted the postback: keep the item KEEP_DONE seconds for duplicates.
 
@@ -213,13 +214,18 @@ class Ledger:
         """
         latest = {"last_delivered_at": time.time()}
         delivered = stat("postbacks", outcome="delivered")
-        return self._finish(claim, "done", KEEP_DONE, delivered, fields, latency, latest)
+        return self._finish(claim, "done", KEEP_DONE, delivered, fields, latency, latest, attempt)
 
     def mark_done(
-        self, claim: Claim, fields: Mapping[str, str | int | float], counter: str = ""
+        self,
+        claim: Claim,
+        fields: Mapping[str, str | int | float],
+        counter: str = "",
+        attempt: str = "",
     ) -> bool:
-        """Finished without a postback (an IPN verified, rejected or ignored): kept KEEP_DONE."""
-        return self._finish(claim, "done", KEEP_DONE, counter, fields)
+        """Finished (an IPN verified, rejected or ignored; a refund sent): kept KEEP_DONE.
+        `attempt` is the story entry of the attempt that finished it, if any."""
+        return self._finish(claim, "done", KEEP_DONE, counter, fields, attempt=attempt)
 
     def schedule_retry(
         self,
@@ -228,18 +234,24 @@ class Ledger:
         counter: str,
         fields: Mapping[str, str | int | float],
         error: str,
+        attempt: str = "",
     ) -> bool:
         """Due again `delay` seconds from now by Redis's clock; False when `claim` no longer
         holds the item."""
         latest: dict[str, str | float] = {"last_error": error, "last_error_at": time.time()}
-        return self._finish(claim, "retry", delay, counter, fields, latest=latest)
+        return self._finish(claim, "retry", delay, counter, fields, None, latest, attempt)
 
     def dead_letter(
-        self, claim: Claim, counter: str, fields: Mapping[str, str | int | float], error: str
+        self,
+        claim: Claim,
+        counter: str,
+        fields: Mapping[str, str | int | float],
+        error: str,
+        attempt: str = "",
     ) -> bool:
         """Into the dead-letter queue (fields say why); False when `claim` no longer holds it."""
         latest: dict[str, str | float] = {"last_error": error, "last_error_at": time.time()}
-        return self._finish(claim, "dead", 0, counter, fields, latest=latest)
+        return self._finish(claim, "dead", 0, counter, fields, None, latest, attempt)
 
     def _finish(
         self,
@@ -250,13 +262,15 @@ class Ledger:
         fields: Mapping[str, str | int | float],
         latency: float | None = None,
         latest: Mapping[str, str | float] | None = None,
+        attempt: str = "",
     ) -> bool:
         """Apply an attempt's outcome ('retry' | 'done' | 'dead') and its stats in one script.
 
         One round trip: redis-py's pipelines ask Redis whether their scripts exist (SCRIPT
         EXISTS) before every execute, a second round trip per attempt.
         """
-        argv: list[Any] = [claim.token, "", outcome, when, counter, len(latest or {})]
+        argv: list[Any] = [claim.token, "", outcome, when, counter, attempt, ATTEMPTS_KEPT]
+        argv += [STORY_TTL, len(latest or {})]
         for name, stat_value in (latest or {}).items():
             argv += [name, stat_value]
         if latency is None:
@@ -268,6 +282,7 @@ class Ledger:
             argv += [name, value]
         keys = [item_key(claim.item_id), DUE, DLQ, STATS, RETRY, UNDELIVERED, SUSPECT]
         keys += [SUSPECTS_WAITING, waiting_refunds_key(claim.item_id), REFUNDS_WAITING, DELIVERED]
+        keys.append(attempts_key(claim.item_id))
         return bool(self._finish_script(keys=keys, args=argv))
 
     def discard(self, claim: Claim, seen: str, counter: str = "") -> bool:
@@ -293,19 +308,19 @@ class Ledger:
             chunk = unique[start : start + RETRY_NOW_CHUNK]
             keys = [item_key(i) for i in chunk]
             answer = self._retry_now(keys=[DUE, RETRY], args=["", *keys])
-            words.update(zip(chunk, (_text(w) for w in answer), strict=True))
+            words.update(zip(chunk, (text(w) for w in answer), strict=True))
         return words
 
     def scheduled_retry_ids(self) -> list[str]:
         """Ids of the items waiting for a scheduled retry, read in small steps (ZSCAN)."""
         found = self.redis.zscan_iter(RETRY, count=RETRY_NOW_CHUNK)
-        return list(dict.fromkeys(item_id(_text(key)) for key, _ in found))
+        return list(dict.fromkeys(item_id(text(key)) for key, _ in found))
 
     def purge(self, ids: Iterable[str]) -> list[str]:
         """Delete dead-lettered items (and end the refunds waiting for them as not sent);
         the ids that were deleted."""
         keep = [KEEP_DONE, self.memory.days * 86400]
-        return [i for i in ids if self._purge(keys=_purge_keys(i), args=keep)]
+        return [i for i in ids if self._purge(keys=purge_keys(i), args=keep)]
 
     def count(self, *stats: str) -> None:
         """Add one to each counter named (see bridge.delivery.stats.stat)."""
@@ -324,26 +339,9 @@ class Ledger:
     def get(self, item: str) -> dict[str, str] | None:
         """All fields of one item."""
         raw: dict[bytes, bytes] = self.redis.hgetall(item_key(item))  # type: ignore[assignment]
-        return {_text(k): _text(v) for k, v in raw.items()} if raw else None
+        return {text(k): text(v) for k, v in raw.items()} if raw else None
 
     def dead_letter_ids(self) -> list[str]:
         """Ids in the dead-letter queue, oldest first."""
         keys: list[bytes] = self.redis.zrange(DLQ, 0, -1)  # type: ignore[assignment]
-        return [item_id(_text(k)) for k in keys]
-
-
-def _fields(flat: list[bytes]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def item_number(item: dict[str, str], field: str, default: float) -> float:
-    """A numeric field of the item; `default` when it is missing or unreadable."""
-    try:
-        value = float(item[field])
-    except (KeyError, ValueError):
-        return default
-    return value if math.isfinite(value) else default
+        return [item_id(text(k)) for k in keys]

@@ -23,20 +23,19 @@ import redis
 import structlog
 from redis.commands.core import Script
 
-from bridge.delivery import stripe_lookup
-from bridge.delivery.ledger import (
+from bridge.delivery import story, stripe_lookup
+from bridge.delivery.keys import (
     DUE,
     REFUNDS_WAITING,
     SUSPECT,
     SUSPECTS_WAITING,
     UNDELIVERED,
-    Claim,
-    Ledger,
     item_key,
     item_number,
     purged_key,
     waiting_refunds_key,
 )
+from bridge.delivery.ledger import Claim, Ledger
 from bridge.delivery.outcomes import DeadLetter, RetryLater
 from bridge.delivery.scripts import REFUND_GATE
 from bridge.delivery.stats import STATS, stat
@@ -79,7 +78,7 @@ def prepare(ledger: Ledger, settings: Settings, claim: Claim, until: float) -> P
     item = claim.item
     if item.get("payload"):  # decided already: a retry, a replay, or released by its sale
         return _gate(ledger, settings, claim, Sale(item["external_id"]), "")
-    sale = _sale(ledger, settings, item)
+    sale = _sale(ledger, settings, item, claim.item_id)
     if isinstance(sale, RetryLater | DeadLetter):
         return sale
     if isinstance(sale, str):
@@ -90,7 +89,7 @@ def prepare(ledger: Ledger, settings: Settings, claim: Claim, until: float) -> P
 
 
 def _sale(
-    ledger: Ledger, settings: Settings, item: dict[str, str]
+    ledger: Ledger, settings: Settings, item: dict[str, str], item_id: str
 ) -> Sale | str | RetryLater | DeadLetter:
     """The refund's conversion, or why there is none."""
     handles = [h for h in item.get("handles", "").split("\x1f") if h]
@@ -98,6 +97,7 @@ def _sale(
     if remembered is not None:
         external_id = item.get("external_id") or remembered.external_id
         if not remembered.sent and not _recorded(ledger, external_id)[0]:
+            story.link_refund(ledger.redis, external_id, item_id)
             return NOT_SENT  # recorded unattributed
         return Sale(external_id, remembered.amount)
     named = item.get("external_id")
@@ -202,6 +202,8 @@ def _gate(ledger: Ledger, settings: Settings, claim: Claim, sale: Sale, amount: 
         "" if sale.wait is None else sale.wait,
     ]
     answer = [_text(part) for part in _script(ledger.redis)(keys=keys, args=args)]
+    if answer[0] != "stale":
+        story.link_refund(ledger.redis, external_id, claim.item_id)
     if answer[0] == "send":
         return Send(json.loads(answer[1]))
     if answer[0] in ("nothing_new", "purged"):

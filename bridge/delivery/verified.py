@@ -14,8 +14,9 @@ from dataclasses import replace
 import structlog
 
 from bridge.conversion import Conversion, Ignored, Rejected, email_hash
-from bridge.delivery import intake, paypal_api
-from bridge.delivery.ledger import Claim, Ledger, item_number
+from bridge.delivery import intake, paypal_api, story
+from bridge.delivery.keys import item_number
+from bridge.delivery.ledger import Claim, Ledger
 from bridge.delivery.outcomes import RetryLater
 from bridge.delivery.stats import stat
 from bridge.providers.paypal.ipn import map_ipn, parse_ipn
@@ -28,14 +29,32 @@ log = structlog.get_logger("refbridge.worker")
 
 
 def reject(
-    ledger: Ledger, claim: Claim, item: dict[str, str], reason: str, detail: str = ""
+    ledger: Ledger,
+    claim: Claim,
+    item: dict[str, str],
+    reason: str,
+    detail: str = "",
+    named: tuple[str, str] = ("", ""),
 ) -> None:
-    """Mark the item rejected (a verified message that maps to no valid conversion)."""
+    """Mark the item rejected (a verified message that maps to no valid conversion); `named`
+    is the payment it names and its type, for its story."""
     fields = {"status": "rejected", "reason": reason, "raw": ""}
     provider = item.get("provider") or "paypal"
     rejected = stat("webhooks", provider=provider, outcome="rejected", reason=reason)
     ledger.mark_done(claim, fields, rejected)
     _record_rejected(ledger, claim, item, reason, detail)
+    tell(ledger, item, named, outcome="rejected", reason=reason, detail=detail)
+
+
+def tell(ledger: Ledger, item: dict[str, str], named: tuple[str, str], **what: str) -> None:
+    """The story of a verified message that records no conversion (ignored, rejected), under
+    the payment it names (`named`: its id and the message's type) else its event id."""
+    event_id = item.get("event_id") or ""
+    payment, event_type = named
+    received_at = item_number(item, "received_at", time.time())
+    provider = item.get("provider") or "paypal"
+    entry = story.event_entry(provider, event_id, event_type, received_at, **what)
+    story.tell(ledger.redis, payment or event_id, entry, [event_id])
 
 
 def drop_forgery(ledger: Ledger, claim: Claim, item: dict[str, str]) -> None:
@@ -78,8 +97,9 @@ def after_ipn(ledger: Ledger, settings: Settings, claim: Claim, item: dict[str, 
         recurring=settings.recurring_conversions,
         receiver_emails=settings.paypal_receiver_emails,
     )
+    named = (fields.get("txn_id", ""), fields.get("txn_type") or fields.get("payment_status", ""))
     if isinstance(result, Rejected):
-        reject(ledger, claim, item, result.reason, result.detail)
+        reject(ledger, claim, item, result.reason, result.detail, named)
         return "rejected"
     done = {"status": "verified", "raw": ""}
     if isinstance(result, Refund):
@@ -96,6 +116,7 @@ def after_ipn(ledger: Ledger, settings: Settings, claim: Claim, item: dict[str, 
             ledger.memory.remember(result.remember)
         ignored = stat("webhooks", provider="paypal", outcome="ignored", reason=result.reason)
         ledger.mark_done(claim, {**done, "reason": result.reason}, ignored)
+        tell(ledger, item, named, outcome="ignored", reason=result.reason, detail=result.detail)
         return "ignored"
     return _accept_mapped(ledger, claim, item, result, done)
 
@@ -110,8 +131,15 @@ def after_event(
         reject(ledger, claim, item, "malformed_event")
         return "rejected"
     result = map_webhook_event(event, recurring=settings.recurring_conversions)
+    resource = event.get("resource")
+    named_id = resource.get("id") if isinstance(resource, dict) else None
+    event_type = event.get("event_type")
+    named = (
+        named_id if isinstance(named_id, str) else "",
+        event_type if isinstance(event_type, str) else "",
+    )
     if isinstance(result, Rejected):
-        reject(ledger, claim, item, result.reason, result.detail)
+        reject(ledger, claim, item, result.reason, result.detail, named)
         return "rejected"
     done = {"status": "verified", "raw": "", "headers": ""}
     if isinstance(result, Refund):
@@ -121,6 +149,7 @@ def after_event(
             "webhooks", provider=intake.PAYPAL_WEBHOOK, outcome="ignored", reason=result.reason
         )
         ledger.mark_done(claim, {**done, "reason": result.reason}, ignored)
+        tell(ledger, item, named, outcome="ignored", reason=result.reason, detail=result.detail)
         return "ignored"
     if not result.attributed:
         # A capture carries no buyer: its order may, for the customerEmailHash.

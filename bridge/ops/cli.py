@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--since", required=True, help="a duration back (30m, 72h, 7d) or ISO time")
     verify.add_argument("--until", default=None, help="end of the window (default now)")
     verify.add_argument("--json", action="store_true")
+    show = sub.add_parser(
+        "show",
+        parents=[data_dir],
+        help="the story of one payment, by its externalId or any provider id",
+    )
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
     return parser
 
 
@@ -98,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return catchup(ledger)
         if args.command == "verify":
             return _verify(ledger, settings, args)
+        if args.command == "show":
+            return _show(ledger, args.id, args.json)
         return _dlq(ledger, args)
     except ConfigError as exc:
         print(f"refbridge: configuration error: {exc}", file=sys.stderr)
@@ -133,6 +142,18 @@ def _verify(ledger: Ledger, settings: Settings, args: argparse.Namespace) -> int
         raise CliError(f"verify: {exc}") from None
     settings.require("REFCAMPAIGN_API_KEY")
     return run_verify(ledger, settings, since, until, args.json)
+
+
+def _show(ledger: Ledger, asked: str, as_json: bool) -> int:
+    from bridge.ops import show
+
+    told = show.story(ledger, asked)
+    if told is None:
+        # The id as typed may be anything: shown only when it looks like an id.
+        shown = asked if asked.isprintable() and len(asked) <= 255 else "that id"
+        raise CliError(f"show: nothing is known of {shown} (kept 30 days)")
+    print(json.dumps(told, indent=2) if as_json else show.render(told))
+    return 0
 
 
 def _settings() -> Settings:

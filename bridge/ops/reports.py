@@ -8,15 +8,8 @@ from typing import Any
 
 from bridge.catchup.run import last_runs
 from bridge.delivery.intake import PAYPAL_WEBHOOK
-from bridge.delivery.ledger import (
-    DLQ,
-    DUE,
-    REFUNDS_WAITING,
-    RETRY,
-    UNDELIVERED,
-    Ledger,
-    item_key,
-)
+from bridge.delivery.keys import DLQ, DUE, REFUNDS_WAITING, RETRY, UNDELIVERED, item_key
+from bridge.delivery.ledger import Ledger
 from bridge.delivery.publish import QUEUE
 from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, parse_stat, totals
 from bridge.redis_client import redis_time

@@ -26,7 +26,8 @@ from bridge.delivery.http_client import (
     new_session,
     post_to_refcampaign,
 )
-from bridge.delivery.ledger import DELIVERED, Ledger, item_id, item_key
+from bridge.delivery.keys import DELIVERED, item_id, item_key
+from bridge.delivery.ledger import Ledger
 from bridge.delivery.outcomes import RetryLater
 from bridge.delivery.pacing import Throttle
 from config import Settings

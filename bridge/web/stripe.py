@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
 import structlog
 from flask import Blueprint, Response, jsonify, request
 
 from bridge.conversion import Ignored
-from bridge.delivery import intake
+from bridge.delivery import intake, story
 from bridge.delivery.ledger import Ledger
 from bridge.providers.stripe.mapping import map_stripe_event
 from bridge.providers.stripe.signature import StripeEventError, verify_stripe_event
@@ -46,6 +47,7 @@ def stripe_blueprint(settings: Settings, ledger: Ledger) -> Blueprint:
         if isinstance(result, Ignored):
             log.info("webhook_ignored", event_type=event["type"], reason=result.reason)
             count_webhook(ledger, provider="stripe", outcome="ignored", reason=result.reason)
+            _tell_ignored(ledger, event, result, received_at)
             return _received()
         if isinstance(result, Refund):
             return _refund(settings, ledger, result, event, received_at)
@@ -73,10 +75,39 @@ def _refund(
         count_webhook(ledger, provider="stripe", outcome="ignored", reason=CLAWBACKS_OFF)
         return _received()
     outcome = intake.accept_refund(
-        ledger, refund, provider="stripe", event_id=event["id"], received_at=received_at
+        ledger,
+        refund,
+        provider="stripe",
+        event_id=event["id"],
+        received_at=received_at,
+        event_type=event["type"],
     )
     log.info("refund_recorded", outcome=intake.word(outcome), refund=refund.item_id)
     return _received()
+
+
+def _tell_ignored(
+    ledger: Ledger, event: dict[str, Any], result: Ignored, received_at: float
+) -> None:
+    """An ignored event's story, under the object it names (a later event of the same
+    checkout or invoice may be its conversion); a Redis failure is logged, never raised."""
+    obj = event.get("data", {}).get("object")
+    named = obj.get("id") if isinstance(obj, dict) else None
+    entry = story.event_entry(
+        "stripe",
+        event["id"],
+        event["type"],
+        received_at,
+        outcome="ignored",
+        reason=result.reason,
+        detail=result.detail,
+    )
+    try:
+        story.tell(
+            ledger.redis, named if isinstance(named, str) else event["id"], entry, [event["id"]]
+        )
+    except redis.exceptions.RedisError as exc:
+        log.warning("story_not_told", error=type(exc).__name__)
 
 
 def _attributed_from(outcome: intake.IntakeResult) -> dict[str, str]:

@@ -30,7 +30,7 @@ import requests
 
 from bridge.catchup.run import RUNS
 from bridge.catchup.schedule import LOCK
-from bridge.delivery.ledger import UNDELIVERED
+from bridge.delivery.keys import UNDELIVERED
 from bridge.ops.embedded_redis import free_port
 from tests.processes import WebProcess, WorkerProcess
 from tests.signing import stripe_body, stripe_headers

@@ -20,7 +20,8 @@ import pytest
 import redis
 
 from bridge.conversion import Conversion
-from bridge.delivery.ledger import DLQ, Ledger
+from bridge.delivery.keys import DLQ
+from bridge.delivery.ledger import Ledger
 from bridge.delivery.publish import publisher
 from bridge.providers.stripe.mapping import map_stripe_event
 from tests.fixtures import stripe_fixture

@@ -225,7 +225,8 @@ def test_forged_ipn_leaves_no_body_and_no_lasting_record(env, client, worker, pa
 
 
 def test_rejection_list_is_bounded(env):
-    from bridge.delivery.ledger import REJECTED_KEEP, Ledger
+    from bridge.delivery.keys import REJECTED_KEEP
+    from bridge.delivery.ledger import Ledger
 
     r = redis_client(env)
     ledger = Ledger(r)

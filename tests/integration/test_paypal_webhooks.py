@@ -17,7 +17,8 @@ import redis
 
 from bridge import create_app
 from bridge.delivery import intake
-from bridge.delivery.ledger import Ledger, item_key
+from bridge.delivery.keys import item_key
+from bridge.delivery.ledger import Ledger
 from bridge.ops import reports
 from config import Settings
 from tests.conftest import module_env

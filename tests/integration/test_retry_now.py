@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from bridge.delivery.ledger import DLQ, RETRY, Ledger, item_key
+from bridge.delivery.keys import DLQ, RETRY, item_key
+from bridge.delivery.ledger import Ledger
 from tests.integration.test_cli import (
     REFBRIDGE,
     ok,

@@ -1,7 +1,9 @@
 -- KEYS: item, due, dlq, stats, retry, undelivered, suspect, suspects waiting, the refunds
 --       waiting for this item (a conversion's: refund_gate.lua), all refunds waiting, the
---       conversions delivered (by time: what `refbridge verify` reads).
--- ARGV: token, now (replaced by Redis's clock), outcome, when, stat, n, (stats field, value) × n,
+--       conversions delivered (by time: what `refbridge verify` reads), the item's attempts
+--       (bridge/delivery/story.py).
+-- ARGV: token, now (replaced by Redis's clock), outcome, when, stat, the attempt's story entry
+--       ('' none), attempts kept, seconds to keep them, n, (stats field, value) × n,
 --       latency, latency bucket field, latency sum field, latency count field ('' × 4: none),
 --       field, value, ...
 -- outcome: 'retry' (only for the current claim; `when` = seconds until it is due again), 'done' (delivered /
@@ -15,9 +17,9 @@ ARGV[2] = redis_now()
 if ARGV[3] == 'retry' then
   ARGV[4] = string.format('%.6f', tonumber(ARGV[2]) + tonumber(ARGV[4]))
 end
-local n = tonumber(ARGV[6])
-if n > 0 then redis.call('HSET', KEYS[4], unpack(ARGV, 7, 6 + 2 * n)) end
-local latency = 7 + 2 * n
+local n = tonumber(ARGV[9])
+if n > 0 then redis.call('HSET', KEYS[4], unpack(ARGV, 10, 9 + 2 * n)) end
+local latency = 10 + 2 * n
 if ARGV[latency] ~= '' then
   redis.call('HINCRBY', KEYS[4], ARGV[latency + 1], 1)
   redis.call('HINCRBYFLOAT', KEYS[4], ARGV[latency + 2], ARGV[latency])
@@ -26,6 +28,12 @@ end
 local first = latency + 4
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == false then return 0 end
+-- The attempt happened, whatever its outcome does (a stale claim's postback was made too).
+if ARGV[6] ~= '' then
+  redis.call('RPUSH', KEYS[12], ARGV[6])
+  redis.call('LTRIM', KEYS[12], -tonumber(ARGV[7]), -1)
+  redis.call('EXPIRE', KEYS[12], ARGV[8])
+end
 local current = redis.call('HGET', KEYS[1], 'token') == ARGV[1]
 if ARGV[3] == 'retry' then
   if not current or status ~= 'pending' then return 0 end
