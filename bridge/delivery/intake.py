@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -75,7 +74,7 @@ def accept_conversion(
 
 def _tell_unattributed(ledger: Ledger, conversion: Conversion, told: story.Told) -> None:
     """The story of a conversion that is not sent: it names no affiliate, nor did memory."""
-    entry = {**json.loads(told.entry), "outcome": "unattributed"}
+    entry = story.conversion_entry(conversion, told, "unattributed")
     entry["reason"] = "no_attribution_id"
     looked = [h.split(":", 2)[-1] for h in conversion.handles.customer]
     if looked:
@@ -113,7 +112,9 @@ def accept_refund(
         reason=refund.reason,
         externalId=refund.external_id or None,
     )
-    aliases = (event_id, refund.charge or "")  # a checkout's charge first shows in its refund
+    # Its event id when the seen marker is not (a dispute's); a checkout's charge first shows
+    # in its refund.
+    aliases = (event_id if event_id != refund.key else "", refund.charge or "")
     told = story.Told(json_text.dumps(entry), aliases, via != "catchup")
     recorded = ledger.enqueue(
         refund.item_id,

@@ -11,8 +11,9 @@ Everything is kept STORY_TTL seconds (the dedup window) from its last write, and
 - `rb:attempts:<item>`: a list of JSON entries, one per finished postback attempt, the latest
   ATTEMPTS_KEPT; written by lua/finish.lua with the attempt's outcome. Each names its attempt's
   number, so the attempts no longer kept (and those a dying worker never finished) show;
-- `rb:id:<id>`: the story an id belongs to (an event id, payment intent, charge, invoice,
-  PayPal txn_id or ipn_track_id);
+- `rb:id:<id>`: the story an id belongs to (a payment intent, charge, invoice, PayPal txn_id,
+  ipn_track_id, an ignored event's id); a recorded message's event id needs none: its seen
+  marker (`rb:seen:<provider>:<event id>`) holds the story's name;
 - `rb:refunds-of:<externalId>`: the refund items matched to a conversion.
 
 Only messages that passed verification are written: an unauthenticated request leaves nothing.
@@ -20,6 +21,7 @@ Only messages that passed verification are written: an unauthenticated request l
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,7 @@ import redis
 
 from bridge import json_text
 from bridge.conversion import Conversion
+from bridge.delivery.stats import STATS
 
 STORY_TTL = 30 * 24 * 3600
 EVENTS_KEPT = 50
@@ -92,23 +95,33 @@ def event_entry(
 def conversion_told(
     conversion: Conversion, provider: str, event_id: str, received_at: float, via: str
 ) -> Told:
-    """The story entry of a conversion being recorded, and the ids it is found by."""
-    payload = conversion.to_payload()
+    """The story entry of a conversion being recorded, and the ids it is found by. What it
+    maps to is its ledger item's (`conversion_entry` adds it where there is no item)."""
     entry = event_entry(
         provider,
         event_id,
         event_type(conversion),
         received_at,
         via=via,
+        ipnTrackId=conversion.metadata.get("ipnTrackId"),
+    )
+    return Told(json_text.dumps(entry), aliases_of(conversion, event_id), via != "catchup")
+
+
+def conversion_entry(conversion: Conversion, told: Told, outcome: str) -> dict[str, Any]:
+    """The whole entry of a conversion that is not recorded (unattributed): what it maps to,
+    and the attribution it found."""
+    payload = conversion.to_payload()
+    entry: dict[str, Any] = json.loads(told.entry)
+    entry.update(
+        outcome=outcome,
         externalId=conversion.external_id,
         conversionType=conversion.conversion_type,
         amount=conversion.amount,
         currency=conversion.currency,
-        attribution={k: payload[k] for k in _ATTRIBUTION if k in payload} or None,
-        attributedFrom=conversion.attributed_from,
-        ipnTrackId=conversion.metadata.get("ipnTrackId"),
+        attribution={k: payload[k] for k in _ATTRIBUTION if k in payload},
     )
-    return Told(json_text.dumps(entry), aliases_of(conversion, event_id), via != "catchup")
+    return entry
 
 
 def event_type(conversion: Conversion) -> str:
@@ -120,17 +133,19 @@ def event_type(conversion: Conversion) -> str:
 
 
 def aliases_of(conversion: Conversion, event_id: str) -> tuple[str, ...]:
-    """The ids a conversion's story is found by besides its externalId: the event's, the IPN's
-    track id, and its payment handles (intent, charge, invoice, PayPal transaction)."""
+    """The ids a conversion's story is found by besides its externalId and its event id (whose
+    seen marker names the story: lua/enqueue.lua): the IPN's track id, and its payment handles
+    (intent, charge, invoice, PayPal transaction)."""
     metadata = conversion.metadata
-    found = [event_id, metadata.get("eventId"), metadata.get("ipnTrackId")]
+    found = [metadata.get("eventId"), metadata.get("ipnTrackId")]
     found += [h.split(":", 2)[-1] for h in conversion.handles.payment]
-    return _ids(found, exclude=conversion.external_id)
+    return _ids(found, exclude=conversion.external_id, also=event_id)
 
 
-def _ids(found: Iterable[object], exclude: str = "") -> tuple[str, ...]:
+def _ids(found: Iterable[object], exclude: str = "", also: str = "") -> tuple[str, ...]:
     ids = (i.strip() for i in found if isinstance(i, str))
-    return tuple(dict.fromkeys(i for i in ids if i and i != exclude and len(i) <= _MAX_ID))
+    kept = (i for i in ids if i and i not in (exclude, also) and len(i) <= _MAX_ID)
+    return tuple(dict.fromkeys(kept))
 
 
 def attempt_entry(
@@ -158,13 +173,18 @@ def tell(
     aliases: Iterable[str] = (),
     *,
     replace_aliases: bool = True,
+    counters: Iterable[str] = (),
 ) -> None:
     """Add `entry` to the story `story` (a message that records nothing in the ledger: ignored,
     unattributed, rejected); each of `aliases` then names it (`replace_aliases` False: only an
-    alias that names no story yet)."""
-    if not story or len(story) > _MAX_ID:
-        return
+    alias that names no story yet). `counters` (bridge.delivery.stats) get one more each, in
+    the same round trip."""
     pipe = client.pipeline(transaction=False)
+    for counter in counters:
+        pipe.hincrby(STATS, counter, 1)
+    if not story or len(story) > _MAX_ID:
+        pipe.execute()
+        return
     key = events_key(story)
     pipe.rpush(key, json_text.dumps(dict(entry)))
     pipe.ltrim(key, -EVENTS_KEPT, -1)

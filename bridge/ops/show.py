@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bridge.delivery.intake import PAYPAL_WEBHOOK
 from bridge.delivery.keys import item_number, purged_key
 from bridge.delivery.ledger import Ledger
 from bridge.delivery.story import (
@@ -18,6 +19,9 @@ from bridge.delivery.story import (
     refunds_key,
 )
 
+# The seen markers whose value names the story of the message (lua/enqueue.lua): a Stripe
+# event's, a PayPal REST event's, a refund's.
+SEEN_KINDS = ("stripe", PAYPAL_WEBHOOK, "refund")
 STATES = {"pending": "pending", "delivered": "delivered", "dead": "dead_lettered"}
 _ATTRIBUTION = ("sessionId", "clickId", "affiliateCode", "customerEmailHash")
 _MAX_ID = 255
@@ -36,8 +40,11 @@ def find(ledger: Ledger, asked: str) -> Found | None:
     asked = asked.strip()
     if not asked or len(asked) > _MAX_ID:
         return None
-    named = ledger.redis.get(id_key(asked))
-    target = named.decode() if isinstance(named, bytes) else asked
+    pipe = ledger.redis.pipeline(transaction=False)
+    for key in (id_key(asked), *(f"rb:seen:{kind}:{asked}" for kind in SEEN_KINDS)):
+        pipe.get(key)
+    named = [n.decode() for n in pipe.execute() if isinstance(n, bytes) and n != b"1"]
+    target = named[0] if named else asked
     item = ledger.get(target) or {}
     if item.get("kind") == "refund":
         return Found(item.get("external_id") or target, target)

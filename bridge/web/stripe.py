@@ -12,6 +12,7 @@ from flask import Blueprint, Response, jsonify, request
 from bridge.conversion import Ignored
 from bridge.delivery import intake, story
 from bridge.delivery.ledger import Ledger
+from bridge.delivery.stats import stat
 from bridge.providers.stripe.mapping import map_stripe_event
 from bridge.providers.stripe.signature import StripeEventError, verify_stripe_event
 from bridge.refund import CLAWBACKS_OFF, Refund
@@ -46,8 +47,7 @@ def stripe_blueprint(settings: Settings, ledger: Ledger) -> Blueprint:
         result = map_stripe_event(event, recurring=settings.recurring_conversions)
         if isinstance(result, Ignored):
             log.info("webhook_ignored", event_type=event["type"], reason=result.reason)
-            count_webhook(ledger, provider="stripe", outcome="ignored", reason=result.reason)
-            _tell_ignored(ledger, event, result, received_at)
+            _ignored(ledger, event, result, received_at)
             return _received()
         if isinstance(result, Refund):
             return _refund(settings, ledger, result, event, received_at)
@@ -86,11 +86,10 @@ def _refund(
     return _received()
 
 
-def _tell_ignored(
-    ledger: Ledger, event: dict[str, Any], result: Ignored, received_at: float
-) -> None:
-    """An ignored event's story, under the object it names (a later event of the same
-    checkout or invoice may be its conversion); a Redis failure is logged, never raised."""
+def _ignored(ledger: Ledger, event: dict[str, Any], result: Ignored, received_at: float) -> None:
+    """Count an ignored event and tell its story, under the object it names (a later event of
+    the same checkout or invoice may be its conversion), in one round trip; a Redis failure is
+    logged, never raised: nothing was to be recorded."""
     obj = event.get("data", {}).get("object")
     named = obj.get("id") if isinstance(obj, dict) else None
     entry = story.event_entry(
@@ -102,12 +101,12 @@ def _tell_ignored(
         reason=result.reason,
         detail=result.detail,
     )
+    ignored = stat("webhooks", provider="stripe", outcome="ignored", reason=result.reason)
+    name = named if isinstance(named, str) else event["id"]
     try:
-        story.tell(
-            ledger.redis, named if isinstance(named, str) else event["id"], entry, [event["id"]]
-        )
+        story.tell(ledger.redis, name, entry, [event["id"]], counters=[ignored])
     except redis.exceptions.RedisError as exc:
-        log.warning("story_not_told", error=type(exc).__name__)
+        log.warning("metric_not_counted", error=type(exc).__name__, outcome="ignored")
 
 
 def _attributed_from(outcome: intake.IntakeResult) -> dict[str, str]:

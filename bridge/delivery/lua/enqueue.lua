@@ -26,6 +26,8 @@ local function tell(outcome)
   for i = 8, #KEYS do redis.call('SET', KEYS[i], story, 'EX', ARGV[2]) end
 end
 ARGV[1] = redis_now()
+-- A message told in a story marks itself seen with the story's name: its event id finds it.
+local seen_as = ARGV[7] ~= '' and string.sub(KEYS[1], 9) or '1'
 local remembered, customers = tonumber(ARGV[10]), tonumber(ARGV[11])
 local pointers = 12 + 3 * (remembered - customers)
 remember(ARGV, 12, remembered - customers, false, ARGV[1])
@@ -33,7 +35,7 @@ local fields = 12 + 3 * remembered
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 1 then
   remember(ARGV, pointers, customers, true, ARGV[1])
   if ARGV[8] == '1' then tell('duplicate') end
-  redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
+  redis.call('SET', KEYS[3], seen_as, 'EX', ARGV[2])
   if ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[4], 1) end
   return 0
 end
@@ -47,7 +49,7 @@ if tonumber(ARGV[5]) > 0 and redis.call('LLEN', KEYS[6]) < tonumber(ARGV[6]) the
 end
 redis.call('ZADD', KEYS[2], due, KEYS[1])
 redis.call('ZADD', KEYS[5], ARGV[1], KEYS[1])
-redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
+redis.call('SET', KEYS[3], seen_as, 'EX', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[3], 1) end
 tell('accepted')
 return publish
