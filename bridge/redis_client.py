@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 import structlog
@@ -18,6 +19,9 @@ from redis.connection import (
     UnixDomainSocketConnection,
 )
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
+
+from config import Settings
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 log = structlog.get_logger("refbridge.redis")
@@ -102,9 +106,10 @@ _reachability: dict[str, Reachability] = {}
 _registry_lock = threading.Lock()
 
 
-def reachability(url: str) -> Reachability:
-    """This process's Reachability for the Redis at `url` (one per address)."""
-    address = redis_address(url)
+def reachability(url: str, sentinels: Sentinels | None = None) -> Reachability:
+    """This process's Reachability for the Redis at `url`, or the primary `sentinels` name
+    (one per address)."""
+    address = redis_address(url) if sentinels is None else sentinels.label
     with _registry_lock:
         found = _reachability.get(address)
         if found is None:
@@ -127,6 +132,14 @@ class _Watched:
     Reachability, so that an outage is logged once however many calls it fails."""
 
     reachability: Reachability
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        # Through Sentinel, finding no primary fails here, before any socket is opened.
+        try:
+            return super().connect(*args, **kwargs)  # type: ignore[misc]
+        except REDIS_ERRORS as exc:
+            self.reachability.failed(exc)
+            raise
 
     def connect_check_health(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -154,15 +167,18 @@ class _Watched:
 _classes: dict[tuple[str, str], type[AbstractConnection]] = {}
 
 
-def _connection_class(url: str) -> type[AbstractConnection]:
-    """redis-py's class for `url`'s scheme (from_url's own choice), watched."""
+def _connection_class(url: str, sentinels: Sentinels | None = None) -> type[AbstractConnection]:
+    """redis-py's class for `url`'s scheme (from_url's own choice, or the Sentinel-managed
+    one), watched."""
     scheme = urlsplit(url).scheme
     base: type[AbstractConnection] = Connection
-    if scheme == "rediss":
+    if sentinels is not None:
+        base = SentinelManagedSSLConnection if scheme == "rediss" else SentinelManagedConnection
+    elif scheme == "rediss":
         base = SSLConnection
     elif scheme == "unix":
         base = UnixDomainSocketConnection
-    watch = reachability(url)
+    watch = reachability(url, sentinels)
     key = (base.__name__, watch.address)
     with _registry_lock:
         if key not in _classes:
@@ -171,12 +187,50 @@ def _connection_class(url: str) -> type[AbstractConnection]:
         return _classes[key]
 
 
-def connect(url: str, *, watched: bool = False) -> redis.Redis:
+@dataclass(frozen=True)
+class Sentinels:
+    """Where Redis Sentinels answer, the primary they watch, and their password."""
+
+    hosts: tuple[tuple[str, int], ...]
+    master: str = "mymaster"
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        """How a log line names the primary: its name and the Sentinels, never a password."""
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.hosts)
+        return f"{self.master} (sentinels {hosts})"
+
+
+def sentinels_of(settings: Settings) -> Sentinels | None:
+    """The Sentinels of REDIS_SENTINELS, or None: REDIS_URL names Redis itself."""
+    if not settings.redis_sentinels:
+        return None
+    return Sentinels(
+        settings.redis_sentinels, settings.redis_sentinel_master, settings.redis_sentinel_password
+    )
+
+
+def client_for(settings: Settings, *, watched: bool = False) -> redis.Redis:
+    """`connect` for the Redis the settings name: REDIS_URL's, or the primary of the Sentinels
+    (with REDIS_URL's password, database and TLS)."""
+    return connect(settings.redis_url or "", watched=watched, sentinels=sentinels_of(settings))
+
+
+def reachability_for(settings: Settings) -> Reachability:
+    """This process's Reachability for the settings' Redis (REDIS_URL's, or the Sentinels')."""
+    return reachability(settings.redis_url or "", sentinels_of(settings))
+
+
+def connect(url: str, *, watched: bool = False, sentinels: Sentinels | None = None) -> redis.Redis:
     """A client for `url`; a call fails within a few seconds when Redis is down or hung.
 
     `watched`: for the long-running processes (web, worker), an outage is logged once, with
     Redis's host and port, and once more when Redis answers again (see Reachability). A
-    command-line call reports a failure itself instead.
+    command-line call reports a failure itself instead. With `sentinels`, the client asks them
+    for the primary on each new connection and follows a failover: a connection to a primary
+    that was demoted fails (redis-py's SentinelManagedConnection), and the next one finds the
+    new primary.
     """
     options: dict[str, Any] = {
         "socket_connect_timeout": 2,
@@ -198,5 +252,28 @@ def connect(url: str, *, watched: bool = False) -> redis.Redis:
         "retry_on_error": [redis.exceptions.ConnectionError],
     }
     if watched:
-        options["connection_class"] = _connection_class(url)
-    return redis.Redis.from_url(url, **options)
+        options["connection_class"] = _connection_class(url, sentinels)
+    if sentinels is None:
+        return redis.Redis.from_url(url, **options)
+    return _through_sentinels(url, sentinels, options)
+
+
+def _through_sentinels(url: str, sentinels: Sentinels, options: dict[str, Any]) -> redis.Redis:
+    parts = urlsplit(url)
+    if parts.scheme == "rediss":
+        options.setdefault("connection_class", SentinelManagedSSLConnection)
+    database = parts.path.strip("/")
+    sentinel_options = {
+        "socket_connect_timeout": 1,
+        "socket_timeout": 1,
+        "password": sentinels.password,
+    }
+    found = Sentinel(list(sentinels.hosts), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    client: redis.Redis = found.master_for(  # type: ignore[no-untyped-call]
+        sentinels.master,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        db=int(database) if database.isdigit() else 0,
+        **options,
+    )
+    return client

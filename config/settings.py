@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -21,6 +21,10 @@ PAYPAL_SANDBOX_VERIFY_URL = "https://ipnpb.sandbox.paypal.com/cgi-bin/webscr"
 PAYPAL_LIVE_HOSTS = frozenset({"ipnpb.paypal.com", "www.paypal.com", "ipn.paypal.com"})
 PAYPAL_LIVE_API_URL = "https://api-m.paypal.com"
 STRIPE_API_URL = "https://api.stripe.com"
+# REDIS_URL when REDIS_SENTINELS is set without it: no password, database 0, no TLS.
+SENTINEL_DEFAULT_URL = "redis://localhost:6379/0"
+# A webhook waits this long at most for its replicas (the web's request deadline is 10 s).
+MAX_WAIT_TIMEOUT = 5.0
 
 
 class ConfigError(Exception):
@@ -138,6 +142,31 @@ def _redis_url(variable: str, raw: str) -> str:
     return raw.strip()
 
 
+def _sentinels(variable: str, raw: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port`: where Redis Sentinels answer (an IPv6 host in brackets)."""
+    found = []
+    for item in _csv(variable, raw):
+        host, _, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+            raise ConfigError(variable, f"expected host:port, comma-separated; got {item!r}")
+        found.append((host, int(port)))
+    return tuple(found)
+
+
+def _wait_timeout(variable: str, raw: str) -> float:
+    value = _positive_number(variable, raw)
+    if value > MAX_WAIT_TIMEOUT:
+        raise ConfigError(variable, f"must be at most {MAX_WAIT_TIMEOUT:g} seconds, got {raw!r}")
+    return value
+
+
+def _replicas(variable: str, raw: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,3}", raw.strip()):  # ASCII digits: isdigit() takes "²"
+        raise ConfigError(variable, "expected a whole number of replicas (0 or more)")
+    return int(raw.strip())
+
+
 def _csv(variable: str, raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -178,6 +207,11 @@ class Settings:
     catchup_window: int = 259200
     attribution_memory_days: int = 400
     refund_clawbacks: bool = True
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_password: str | None = field(default=None, repr=False)
+    redis_min_replicas: int = 0
+    redis_wait_timeout: float = 1.0
 
     @property
     def postback_url(self) -> str:
@@ -251,7 +285,16 @@ class Settings:
             catchup_window=read("CATCHUP_WINDOW", _whole_seconds, 259200),
             attribution_memory_days=read("ATTRIBUTION_MEMORY_DAYS", _days, 400),
             refund_clawbacks=read("REFUND_CLAWBACKS", _boolean, True),
+            redis_sentinels=read("REDIS_SENTINELS", _sentinels, ()),
+            redis_sentinel_master=read("REDIS_SENTINEL_MASTER", _token, "mymaster"),
+            redis_sentinel_password=read("REDIS_SENTINEL_PASSWORD", _token, None),
+            redis_min_replicas=read("REDIS_MIN_REPLICAS", _replicas, 0),
+            redis_wait_timeout=read("REDIS_WAIT_TIMEOUT", _wait_timeout, 1.0),
         )
+        if settings.redis_sentinels and settings.redis_url is None:
+            # The Sentinels name the primary; REDIS_URL would only add a password, a database
+            # number or TLS: none of them.
+            settings = replace(settings, redis_url=SENTINEL_DEFAULT_URL)
         if settings.delivery_backoff_max < settings.delivery_backoff_base:
             raise ConfigError("DELIVERY_BACKOFF_MAX", "must not be below DELIVERY_BACKOFF_BASE")
         return settings

@@ -13,10 +13,10 @@ import celery.apps.worker as celery_worker
 from celery import Celery, signals
 from celery.worker.consumer import consumer as celery_consumer
 
-from bridge.delivery.publish import QUEUE
+from bridge.delivery.publish import QUEUE, broker_of
 from bridge.logs import configure_logging
 from bridge.ops.readiness import WORKER_READY_TTL, worker_ready_key
-from bridge.redis_client import REDIS_ERRORS, Reachability, connect, reachability
+from bridge.redis_client import REDIS_ERRORS, Reachability, client_for, reachability_for
 from config import Settings
 from tasks import catchup, deliver, sweeper, watchdog
 
@@ -39,11 +39,10 @@ def make_celery(settings: Settings) -> Celery:
     settings.require("REDIS_URL", "REFCAMPAIGN_API_KEY")
     app = Celery("refbridge")
     app.conf.update(
-        broker_url=settings.redis_url,
+        **broker_of(settings).conf(),
         task_default_queue=QUEUE,
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"socket_connect_timeout": 2, "socket_timeout": 5},
         broker_connection_timeout=2,
         task_publish_retry=False,
         # Messages are acknowledged on receipt: the ledger, not the broker, owns redelivery.
@@ -58,7 +57,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     app.conf.refbridge_settings = settings
-    _quiet_broker_retries(reachability(settings.redis_url or ""))
+    _quiet_broker_retries(reachability_for(settings))
     deliver.register(app)
     sweeper.install(app)
     watchdog.install(app)
@@ -140,7 +139,7 @@ celery_worker.Worker.on_consumer_ready = _on_consumer_ready
 def _announce_ready(sender: Any) -> None:
     """Tell `refbridge run`, through Redis, that this worker consumes now (its ready line)."""
     settings: Settings = sender.app.conf.refbridge_settings
-    client = connect(settings.redis_url or "")
+    client = client_for(settings)
     try:
         client.set(worker_ready_key(sender.hostname), os.getpid(), ex=WORKER_READY_TTL)
     except REDIS_ERRORS:

@@ -16,7 +16,7 @@ import structlog
 from celery import Celery, bootsteps
 
 from bridge.catchup.auto import configured_providers, run_if_due
-from bridge.redis_client import REDIS_ERRORS, reachability
+from bridge.redis_client import REDIS_ERRORS, reachability_for
 from config import Settings
 from tasks.resources import current_worker
 
@@ -55,7 +55,7 @@ class CatchUp(bootsteps.StartStopStep):
             try:
                 run_if_due(settings, current_worker(app).ledger)
             except REDIS_ERRORS as exc:
-                reachability(settings.redis_url or "").failed(exc)
+                reachability_for(settings).failed(exc)
             except Exception:  # noqa: BLE001 — catch-up must outlive any one bad run
                 log.exception("catchup_crashed")
 

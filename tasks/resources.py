@@ -13,7 +13,7 @@ from bridge.delivery.attempts import Worker
 from bridge.delivery.http_client import new_session
 from bridge.delivery.ledger import Ledger
 from bridge.delivery.publish import BATCH, publisher
-from bridge.redis_client import connect
+from bridge.redis_client import client_for
 from config import Settings
 
 _local: dict[str, Any] = {}
@@ -28,12 +28,11 @@ def current_worker(app: Celery) -> Worker:
     with _lock:
         if _local.get("pid") != os.getpid():
             settings: Settings = app.conf.refbridge_settings
-            url = settings.redis_url or ""
             _local["worker"] = Worker(
                 ledger=Ledger(
-                    connect(url, watched=True),
+                    client_for(settings, watched=True),
                     settings.attribution_memory_days,
-                    publisher(url).deliver,
+                    publisher(settings).deliver,
                 ),
                 session=new_session(pool_size=BATCH),
                 settings=settings,

@@ -9,12 +9,16 @@ a task for each BATCH of fresh due items, and one for each suspect alone. Severa
 sweep at once: the sweep script marks what it hands out, so each item is published once.
 
 It also trims the attribution memory of entries nobody used for ATTRIBUTION_MEMORY_DAYS, a few
-buckets each sweep (bridge/delivery/memory.py): every bucket about every quarter of an hour.
+buckets each sweep (bridge/delivery/memory.py): every bucket about every quarter of an hour;
+and every BEAT_EVERY seconds it says that its worker is alive (bridge/ops/heartbeat.py: the
+`refbridge_workers` gauge).
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -22,7 +26,8 @@ import structlog
 from celery import Celery, bootsteps
 
 from bridge.delivery.publish import BATCH
-from bridge.redis_client import REDIS_ERRORS, reachability
+from bridge.ops import heartbeat
+from bridge.redis_client import REDIS_ERRORS, reachability_for
 from tasks.resources import current_worker
 
 INTERVAL = 1.0
@@ -56,7 +61,8 @@ def sweep_once(app: Celery) -> int:
 
 
 class Sweeper(bootsteps.StartStopStep):
-    """Runs `sweep_once` every INTERVAL seconds while the worker runs."""
+    """Runs `sweep_once` every INTERVAL seconds while the worker runs, and beats every
+    BEAT_EVERY."""
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
@@ -64,25 +70,42 @@ class Sweeper(bootsteps.StartStopStep):
         self._thread: threading.Thread | None = None
 
     def start(self, parent: Any) -> None:
-        app = parent.app
-        self._thread = threading.Thread(target=self._loop, args=(app,), name="sweeper", daemon=True)
+        args = (parent.app, parent.hostname)
+        self._thread = threading.Thread(target=self._loop, args=args, name="sweeper", daemon=True)
         self._thread.start()
 
     def stop(self, parent: Any) -> None:
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(INTERVAL)  # so that no beat of its own comes after the leave
+        try:  # a warm shutdown: the worker stops counting at once, not a minute later
+            heartbeat.leave(current_worker(parent.app).ledger.redis, parent.hostname)
+        except redis.exceptions.RedisError:
+            pass  # Redis is away or refused: the member goes stale by itself
 
-    def _loop(self, app: Celery) -> None:
+    def _loop(self, app: Celery, hostname: str) -> None:
         # At once, then every INTERVAL: a worker that starts on a backlog feeds it from the start.
+        last_beat = -heartbeat.BEAT_EVERY
         while True:
-            try:
-                sweep_once(app)
-            except REDIS_ERRORS as exc:
-                # Logged once per outage (and its end), not once a second; sweep again soon.
-                reachability(app.conf.refbridge_settings.redis_url).failed(exc)
-            except Exception:  # noqa: BLE001 — the sweeper must outlive any one bad sweep
-                log.exception("sweep_crashed")
+            if time.monotonic() - last_beat >= heartbeat.BEAT_EVERY:
+                last_beat = time.monotonic()  # a sweep that crashes stops no beat
+                client = current_worker(app).ledger.redis
+                _guarded(app, "heartbeat_failed", heartbeat.beat, client, hostname)
+            _guarded(app, "sweep_crashed", sweep_once, app)
             if self._stop.wait(INTERVAL):
                 return
+
+
+def _guarded(app: Celery, failed: str, step: Callable[..., object], *args: Any) -> None:
+    """Run one step of the loop; the sweeper must outlive any one failure (logged as `failed`,
+    with its traceback)."""
+    try:
+        step(*args)
+    except REDIS_ERRORS as exc:
+        # Logged once per outage (and its end), not once a second; tried again soon.
+        reachability_for(app.conf.refbridge_settings).failed(exc)
+    except Exception:  # noqa: BLE001 — the sweeper must outlive any one bad sweep
+        log.exception(failed)
 
 
 def install(app: Celery) -> None:

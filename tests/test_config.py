@@ -38,6 +38,11 @@ TABLE = (
     "CATCHUP_WINDOW",
     "ATTRIBUTION_MEMORY_DAYS",
     "REFUND_CLAWBACKS",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_MASTER",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_MIN_REPLICAS",
+    "REDIS_WAIT_TIMEOUT",
 )
 
 # (variable, attribute, documented default)
@@ -69,6 +74,11 @@ DEFAULTS = [
     ("CATCHUP_WINDOW", "catchup_window", 259200),
     ("ATTRIBUTION_MEMORY_DAYS", "attribution_memory_days", 400),
     ("REFUND_CLAWBACKS", "refund_clawbacks", True),
+    ("REDIS_SENTINELS", "redis_sentinels", ()),
+    ("REDIS_SENTINEL_MASTER", "redis_sentinel_master", "mymaster"),
+    ("REDIS_SENTINEL_PASSWORD", "redis_sentinel_password", None),
+    ("REDIS_MIN_REPLICAS", "redis_min_replicas", 0),
+    ("REDIS_WAIT_TIMEOUT", "redis_wait_timeout", 1),
 ]
 
 # (variable, raw value, attribute, expected value) — one row per variable of the table.
@@ -116,6 +126,21 @@ READS = [
     ("CATCHUP_WINDOW", "3600", "catchup_window", 3600),
     ("ATTRIBUTION_MEMORY_DAYS", "30", "attribution_memory_days", 30),
     ("REFUND_CLAWBACKS", "off", "refund_clawbacks", False),
+    (
+        "REDIS_SENTINELS",
+        "10.0.0.1:26379, sentinel-b:26380,[::1]:26381",
+        "redis_sentinels",
+        (("10.0.0.1", 26379), ("sentinel-b", 26380), ("::1", 26381)),
+    ),
+    ("REDIS_SENTINEL_MASTER", " refbridge ", "redis_sentinel_master", "refbridge"),
+    (
+        "REDIS_SENTINEL_PASSWORD",
+        "sentinel-pass-5e2a",
+        "redis_sentinel_password",
+        "sentinel-pass-5e2a",
+    ),
+    ("REDIS_MIN_REPLICAS", "2", "redis_min_replicas", 2),
+    ("REDIS_WAIT_TIMEOUT", "0.25", "redis_wait_timeout", 0.25),
 ]
 
 BAD_SECONDS = ["abc", "0", "-5", "", "nan", "inf", "1e400", "10s"]
@@ -169,6 +194,17 @@ BAD_VALUES = [
     ("REDIS_URL", "not-a-url", None),
     ("REDIS_URL", "http://:redis-pass-4c1d@cache.internal:6379", "redis-pass-4c1d"),
     ("REDIS_URL", "127.0.0.1:6379", None),
+    ("REDIS_SENTINELS", "sentinel-a", None),
+    ("REDIS_SENTINELS", "sentinel-a:0", None),
+    ("REDIS_SENTINELS", "sentinel-a:26379,:26380", None),
+    ("REDIS_SENTINELS", "sentinel-a:port", None),
+    ("REDIS_SENTINELS", "sentinel-a:²", None),
+    ("REDIS_MIN_REPLICAS", "-1", None),
+    ("REDIS_MIN_REPLICAS", "1.5", None),
+    ("REDIS_MIN_REPLICAS", "²", None),
+    ("REDIS_WAIT_TIMEOUT", "0", None),
+    ("REDIS_WAIT_TIMEOUT", "6", None),
+    ("REDIS_WAIT_TIMEOUT", "abc", None),
     ("STRIPE_WEBHOOK_SECRET", "sk_live_51secretvalue", "sk_live_51secretvalue"),
     ("PAYPAL_API_URL", "http://api-m.paypal.com", None),  # the client secret would go in clear
     ("STRIPE_API_URL", "http://api.stripe.com", None),
@@ -208,7 +244,9 @@ def test_defaults_cover_the_whole_readme_table():
 def test_each_variable_is_read(variable, raw, attribute, expected):
     settings = Settings.from_env({variable: raw})
     assert getattr(settings, attribute) == expected
-    others = [(a, d) for v, a, d in DEFAULTS if v != variable]
+    # REDIS_SENTINELS alone gives REDIS_URL a default too (test_sentinels_without_redis_url).
+    skip = {variable, "REDIS_URL"} if variable == "REDIS_SENTINELS" else {variable}
+    others = [(a, d) for v, a, d in DEFAULTS if v not in skip]
     for other_attribute, default in others:
         assert getattr(settings, other_attribute) == default, other_attribute
 
@@ -451,3 +489,16 @@ def test_bad_dotenv_value_is_overridden_by_good_environment(clean_environ, monke
 def test_explicit_environ_ignores_dotenv(clean_environ):
     write_dotenv(clean_environ, "DELIVERY_TIMEOUT=7\n")
     assert Settings.from_env({}).delivery_timeout == 10
+
+
+def test_sentinels_without_redis_url_need_no_password_database_or_tls():
+    settings = Settings.from_env({"REDIS_SENTINELS": "127.0.0.1:26379"})
+    assert settings.redis_url == "redis://localhost:6379/0"
+    settings.require("REDIS_URL")  # the web and workers start on the Sentinels alone
+    given = Settings.from_env(
+        {"REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_URL": REDIS_WITH_PASSWORD}
+    )
+    assert given.redis_url == REDIS_WITH_PASSWORD
+    assert "sentinel-pass" not in repr(
+        Settings.from_env({"REDIS_SENTINEL_PASSWORD": "sentinel-pass-5e2a"})
+    )

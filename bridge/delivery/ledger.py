@@ -36,16 +36,9 @@ from bridge.delivery.keys import (
 )
 from bridge.delivery.memory import DEFAULT_DAYS, NOTHING, Memory, Writes
 from bridge.delivery.publish import BACKLOG, BATCH, MAX_QUEUED, PUBLISH_GRACE, QUEUE
+from bridge.delivery.replicas import NO_REPLICAS, Replicas
 from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, latency_fields, stat
-from bridge.delivery.story import (
-    ATTEMPTS_KEPT,
-    EVENTS_KEPT,
-    STORY_TTL,
-    Told,
-    attempts_key,
-    events_key,
-    id_key,
-)
+from bridge.delivery.story import ATTEMPTS_KEPT, NOT_TOLD, STORY_TTL, Told, attempts_key
 
 # Deaths of its worker, each while it was attempted alone, that dead-letter an item.
 MAX_DEATHS = 3
@@ -76,10 +69,16 @@ class Ledger:
     """Atomic state changes of ledger items (see ledger_scripts for the model)."""
 
     def __init__(
-        self, client: redis.Redis, memory_days: int = DEFAULT_DAYS, publish: Publish | None = None
+        self,
+        client: redis.Redis,
+        memory_days: int = DEFAULT_DAYS,
+        publish: Publish | None = None,
+        replicas: Replicas = NO_REPLICAS,
     ) -> None:
-        """`publish` sends the task for each item recorded; without it, the sweeper does."""
+        """`publish` sends the task for each item recorded; without it, the sweeper does;
+        `replicas` confirm each `enqueue` (the web's: bridge/delivery/replicas.py)."""
         self.redis = client
+        self.replicas = replicas
         self.memory = Memory(client, memory_days)
         self._send = publish
         self._enqueue = client.register_script(ledger_scripts.ENQUEUE)
@@ -107,7 +106,10 @@ class Ledger:
         `told` what it adds to its story (bridge/delivery/story.py).
         """
         keys, argv = self._enqueue_call(item, seen, fields, stats, remember, told)
-        answer = self._enqueue(keys=keys, args=argv)
+        if self.replicas.count:
+            answer = self.replicas.run(self.redis, self._enqueue, keys, argv)
+        else:
+            answer = self._enqueue(keys=keys, args=argv)
         if answer == PUBLISH:
             self.publish([item])
         return bool(answer)
@@ -145,16 +147,11 @@ class Ledger:
         """The keys and arguments of lua/enqueue.lua for one item."""
         grace = PUBLISH_GRACE if self._send is not None else 0
         argv: list[Any] = ["", SEEN_TTL, *stats, grace, BACKLOG]
-        if told is None:
-            argv += ["", "", EVENTS_KEPT]
-        else:
-            argv += [told.entry, "1" if told.duplicates else "", EVENTS_KEPT]
-        argv += remember.args()
+        argv += [*(told or NOT_TOLD).args(), *remember.args()]
         for name, value in fields.items():
             argv += [name, value]
-        keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE, events_key(item)]
-        keys += [id_key(alias) for alias in (told.aliases if told else ())]
-        return keys, argv
+        keys = [item_key(item), DUE, seen, STATS, UNDELIVERED, QUEUE]
+        return keys + (told or NOT_TOLD).keys(item), argv
 
     def publish(self, ids: Sequence[str]) -> int:
         """Publish tasks for `ids`, BATCH to a task; how many. A failure is logged: the sweeper

@@ -15,10 +15,17 @@ and the worker's consumer keeps its own broker settings.
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 from celery import Celery
+
+from bridge.redis_client import sentinels_of
+from config import Settings
 
 DELIVER_TASK = "refbridge.deliver"
 QUEUE = "refbridge"
@@ -37,13 +44,58 @@ MAX_QUEUED = 1000
 PUBLISH_GRACE = 10.0
 
 
-class Publisher:
-    """Publishes `refbridge.deliver` tasks to the refbridge queue of the broker at `url`."""
+@dataclass(frozen=True)
+class Broker:
+    """Celery's broker settings for the Redis that REDIS_URL or REDIS_SENTINELS names."""
 
-    def __init__(self, url: str) -> None:
-        self.app = Celery("refbridge-publisher", broker=url, set_as_current=False)
+    url: str = field(repr=False)
+    transport_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    use_ssl: dict[str, Any] | None = None
+
+    def conf(self) -> dict[str, Any]:
+        """The Celery configuration keys of this broker."""
+        conf: dict[str, Any] = {
+            "broker_url": self.url,
+            "broker_transport_options": self.transport_options,
+        }
+        if self.use_ssl is not None:
+            conf["broker_use_ssl"] = self.use_ssl
+        return conf
+
+
+def broker_of(settings: Settings) -> Broker:
+    """The broker of `settings`: REDIS_URL itself, or kombu's `sentinel://` transport with one
+    address per Sentinel (REDIS_URL's password and database; TLS when it is `rediss://`)."""
+    options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 5}
+    url = settings.redis_url or ""
+    sentinels = sentinels_of(settings)
+    if sentinels is None:
+        return Broker(url, options)
+    parts = urlsplit(url)
+    auth = ""
+    if parts.password:
+        auth = f"{quote(unquote(parts.username or ''), safe='')}:"
+        auth += f"{quote(unquote(parts.password), safe='')}@"
+    database = parts.path.strip("/") or "0"
+    addresses = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in sentinels.hosts]
+    options["master_name"] = sentinels.master
+    options["sentinel_kwargs"] = {
+        "password": sentinels.password,
+        "socket_connect_timeout": 1,
+        "socket_timeout": 1,
+    }
+    alternates = ";".join(f"sentinel://{auth}{address}/{database}" for address in addresses)
+    tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED} if parts.scheme == "rediss" else None
+    return Broker(alternates, options, tls)
+
+
+class Publisher:
+    """Publishes `refbridge.deliver` tasks to the refbridge queue of `broker`."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.app = Celery("refbridge-publisher", set_as_current=False)
         self.app.conf.update(
-            broker_transport_options={"socket_connect_timeout": 2, "socket_timeout": 5},
+            **broker.conf(),
             broker_connection_timeout=2,
             broker_connection_retry=False,
             task_publish_retry=False,
@@ -80,12 +132,16 @@ _lock = threading.Lock()
 os.register_at_fork(after_in_child=_lock._at_fork_reinit)  # type: ignore[attr-defined]
 
 
-def publisher(url: str) -> Publisher:
-    """This process's publisher for `url`: made once per process (its connections are not
-    shared across a fork)."""
-    key = (os.getpid(), url)
+def publisher(settings: Settings) -> Publisher:
+    """This process's publisher for the settings' broker: made once per process (its
+    connections are not shared across a fork)."""
+    broker = broker_of(settings)
+    key = (
+        os.getpid(),
+        repr((broker.url, sorted(broker.transport_options.items()), broker.use_ssl)),
+    )
     with _lock:
         found = _publishers.get(key)
         if found is None:
-            found = _publishers[key] = Publisher(url)
+            found = _publishers[key] = Publisher(broker)
         return found

@@ -70,6 +70,19 @@ class Told:
     aliases: tuple[str, ...] = ()
     duplicates: bool = True
 
+    def args(self) -> list[str | int]:
+        """lua/enqueue.lua's story arguments: the entry, whether a duplicate is told, how many
+        entries are kept."""
+        return [self.entry, "1" if self.duplicates else "", EVENTS_KEPT]
+
+    def keys(self, item: str) -> list[str]:
+        """lua/enqueue.lua's story keys for ledger item `item`: its events, its ids."""
+        return [events_key(item), *(id_key(alias) for alias in self.aliases)]
+
+
+# What an item that tells no story passes lua/enqueue.lua (a raw PayPal message, unverified).
+NOT_TOLD = Told("")
+
 
 def event_entry(
     provider: str,

@@ -17,7 +17,7 @@ import redis
 from bridge.delivery.ledger import Ledger
 from bridge.ops import catchup_cmd, reports
 from bridge.ops.preflight import RunRefused
-from bridge.redis_client import REDIS_ERRORS, connect
+from bridge.redis_client import REDIS_ERRORS, client_for, connect
 from config import ConfigError, Settings
 
 DATA_DIR = Path(".refbridge")
@@ -94,9 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Catch-up's own arguments and credentials are checked before Redis is needed.
         catchup = catchup_cmd.prepare(args, _settings()) if args.command == "catchup" else None
         settings = _settings()
-        ledger = Ledger(
-            connect(_redis_url(settings, args.data_dir)), settings.attribution_memory_days
+        client = (
+            client_for(settings)
+            if settings.redis_sentinels
+            else connect(_redis_url(settings, args.data_dir))
         )
+        ledger = Ledger(client, settings.attribution_memory_days)
         if args.command == "status":
             return _status(ledger, args.json)
         if args.command == "retry-now":
@@ -189,6 +192,7 @@ STATUS_SECTIONS = {
         "overdue",
         "dead_letter",
         "oldest_undelivered_age_seconds",
+        "workers",
     ),
     "Counts": (
         "accepted",

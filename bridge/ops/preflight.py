@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from bridge.redis_client import REDIS_ERRORS
+from bridge.redis_client import REDIS_ERRORS, Sentinels, connect
 
 LOCK_FILE = "run.lock"
 
@@ -72,24 +72,28 @@ def redis_address(url: str) -> str:
     return f"[{host}]:{parts.port or 6379}" if ":" in host else f"{host}:{parts.port or 6379}"
 
 
-def check_redis(url: str) -> None:
-    """Refuse when the Redis of REDIS_URL does not answer or refuses the credentials."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+def check_redis(url: str, sentinels: Sentinels | None = None) -> None:
+    """Refuse when the Redis of REDIS_URL (or the primary of REDIS_SENTINELS) does not answer
+    or refuses the credentials."""
+    if sentinels is None:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+        where, hint = (
+            f"{redis_address(url)} (REDIS_URL)",
+            "or unset REDIS_URL to run an embedded one",
+        )
+    else:
+        client = connect(url, sentinels=sentinels)
+        where, hint = f"{sentinels.label} (REDIS_SENTINELS)", "or check REDIS_SENTINELS"
     try:
         client.ping()
     except redis.exceptions.AuthenticationError:
-        raise RunRefused(
-            f"Redis at {redis_address(url)} (REDIS_URL) refused the credentials"
-        ) from None
+        raise RunRefused(f"Redis at {where} refused the credentials") from None
     except (*REDIS_ERRORS, OSError) as exc:
         raise RunRefused(
-            f"cannot reach Redis at {redis_address(url)} (REDIS_URL): {_reason(exc)}; "
-            "start it, or unset REDIS_URL to run an embedded one"
+            f"cannot reach Redis at {where}: {_reason(exc)}; start it, {hint}"
         ) from None
     except redis.exceptions.RedisError as exc:
-        raise RunRefused(
-            f"Redis at {redis_address(url)} (REDIS_URL) answered with {type(exc).__name__}"
-        ) from None
+        raise RunRefused(f"Redis at {where} answered with {type(exc).__name__}") from None
     finally:
         client.close()
 

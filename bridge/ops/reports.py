@@ -12,6 +12,7 @@ from bridge.delivery.keys import DLQ, DUE, REFUNDS_WAITING, RETRY, UNDELIVERED, 
 from bridge.delivery.ledger import Ledger
 from bridge.delivery.publish import QUEUE
 from bridge.delivery.stats import STATS, WEBHOOK_VERIFICATIONS, parse_stat, totals
+from bridge.ops.heartbeat import SEEN_WITHIN, WORKERS
 from bridge.redis_client import redis_time
 
 # The counters of attempts: postbacks, IPN verifications, PayPal REST event verifications,
@@ -34,7 +35,8 @@ def _snapshot(ledger: Ledger) -> tuple[dict[str, str], dict[str, float | None]]:
     pipe.zcard(DLQ)
     pipe.zrange(UNDELIVERED, 0, 0, withscores=True)
     pipe.scard(REFUNDS_WAITING)
-    stats, tasks, due, pending, overdue, retries, dead, oldest, waiting = pipe.execute()
+    pipe.zcount(WORKERS, now - SEEN_WITHIN, "+inf")
+    stats, tasks, due, pending, overdue, retries, dead, oldest, waiting, workers = pipe.execute()
     counters = {k.decode(): v.decode() for k, v in stats.items()}
     gauges: dict[str, float | None] = {
         "queue_depth": tasks + due,
@@ -44,6 +46,7 @@ def _snapshot(ledger: Ledger) -> tuple[dict[str, str], dict[str, float | None]]:
         "dead_letter": dead,
         "oldest_undelivered_age_seconds": round(now - oldest[0][1], 1) if oldest else None,
         "refunds_waiting": waiting,
+        "workers": workers,
     }
     return counters, gauges
 
@@ -56,6 +59,7 @@ GAUGE_DOCS = {
     "dead_letter": "Entries in the dead-letter queue",
     "oldest_undelivered_age_seconds": "Age of the oldest item not yet delivered",
     "refunds_waiting": "Refunds held until their conversion is delivered",
+    "workers": f"Celery workers whose heartbeat was seen in the last {SEEN_WITHIN:g} s",
 }
 
 

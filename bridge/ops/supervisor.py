@@ -33,7 +33,7 @@ from bridge.ops.process_tree import (
     terminal_fds as tty_fds,
 )
 from bridge.ops.readiness import Readiness, probe_host
-from bridge.redis_client import connect
+from bridge.redis_client import connect, sentinels_of
 from config import ConfigError, Settings
 
 log = structlog.get_logger("refbridge.run")
@@ -179,7 +179,7 @@ def run(settings: Settings, host: str, port: int | None, concurrency: int, data_
     try:
         check_port_free(host, web_port)
         if settings.redis_url:
-            check_redis(settings.redis_url)
+            check_redis(settings.redis_url, sentinels_of(settings))
         tree = Tree(data_dir, lock)
         for signum in STOP_SIGNALS:
             signal.signal(signum, tree.request_stop)
@@ -214,8 +214,10 @@ def _run_tree(tree: Tree, settings: Settings, host: str, port: int, concurrency:
     web = f"http://{host}:{port}"
     log.info("refbridge_starting", web=web, pids=_pids(tree), worker_nice=worker_nice)
     readyz = f"http://{probe_host(host)}:{port}/readyz"
-    ready = Readiness(readyz, connect(redis_url), worker_name)
-    return _watch(tree, ready, web=web, redis=f"{redis_address(redis_url)} ({where})")
+    sentinels = sentinels_of(settings)
+    ready = Readiness(readyz, connect(redis_url, sentinels=sentinels), worker_name)
+    shown = sentinels.label if sentinels else redis_address(redis_url)
+    return _watch(tree, ready, web=web, redis=f"{shown} ({where})")
 
 
 def _watch(tree: Tree, ready: Readiness, **ready_line: str) -> int:

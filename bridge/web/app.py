@@ -11,8 +11,9 @@ from werkzeug.exceptions import HTTPException
 
 from bridge.delivery.ledger import Ledger
 from bridge.delivery.publish import publisher
+from bridge.delivery.replicas import Replicas
 from bridge.logs import configure_logging
-from bridge.redis_client import REDIS_ERRORS, connect
+from bridge.redis_client import REDIS_ERRORS, client_for
 from bridge.web.edge import MAX_BODY
 from bridge.web.operations import operations_blueprint
 from bridge.web.paypal_ipn import paypal_ipn_blueprint
@@ -32,9 +33,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("refbridge")
     # One byte over the limit, so that read_body can tell "exactly 1 MiB" from "more".
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY + 1
-    url = settings.require("REDIS_URL").redis_url or ""
+    settings.require("REDIS_URL")
     ledger = Ledger(
-        connect(url, watched=True), settings.attribution_memory_days, publisher(url).deliver
+        client_for(settings, watched=True),
+        settings.attribution_memory_days,
+        publisher(settings).deliver,
+        replicas=Replicas.of(settings),
     )
     if not settings.stripe_webhook_secrets:
         log.warning(

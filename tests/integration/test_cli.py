@@ -24,6 +24,7 @@ from bridge.delivery.keys import DLQ
 from bridge.delivery.ledger import Ledger
 from bridge.delivery.publish import publisher
 from bridge.providers.stripe.mapping import map_stripe_event
+from config import Settings
 from tests.fixtures import stripe_fixture
 from tests.processes import WorkerProcess
 from tests.signing import stripe_body, stripe_headers
@@ -353,7 +354,9 @@ def test_items_whose_every_attempt_crashes_back_off_and_are_dead_lettered(
     # intake's own script: a payload that is not JSON; the same with an unreadable window too;
     # an IPN whose stored bytes are not base64. And one with an unreadable attempt count,
     # which must not stop the claim of its batch.
-    ledger = Ledger(redis.Redis.from_url(redis_url), publish=publisher(redis_url).deliver)
+    ledger = Ledger(
+        redis.Redis.from_url(redis_url), publish=publisher(Settings(redis_url=redis_url)).deliver
+    )
     broken = '{"externalId": "cs_cli_corrupt", '
     sound = map_stripe_event(checkout_event("cs_cli_bad_count"), recurring=False)
     assert isinstance(sound, Conversion)

@@ -194,3 +194,25 @@ def test_logs_are_json_and_never_show_secrets_or_emails(web, env, tmp_path, refc
     assert any(r.get("externalId") == "cs_test_log_0" for r in attempts)
     received = [r for r in records if r.get("event") == "webhook_recorded"]
     assert any(r.get("provider_event_id") == "evt_cs_test_log_0" for r in received)
+
+
+def workers_seen(client: Any) -> float:
+    return samples(client.get("/metrics").get_data(as_text=True))[("refbridge_workers", ())]
+
+
+@pytest.mark.timeout(240)
+def test_workers_gauge_counts_live_workers(client, worker, env, tmp_path):
+    # `worker` is running: its sweeper beats at once, then every 5 s.
+    wait(lambda: workers_seen(client) == 1, 10)
+    second = WorkerProcess(env, tmp_path / "second.log").start()
+    try:
+        wait(lambda: workers_seen(client) == 2, 10)
+    finally:
+        second.stop()  # a warm shutdown: it stops counting at once, not a minute later
+    assert workers_seen(client) == 1
+    worker.kill()  # SIGKILL: no goodbye; it counts until its last beat is 60 s old
+    killed = time.monotonic()
+    time.sleep(20)
+    assert workers_seen(client) == 1
+    wait(lambda: workers_seen(client) == 0, 70)
+    assert 55 < time.monotonic() - killed < 70

@@ -210,8 +210,10 @@ def test_forged_ipn_leaves_no_body_and_no_lasting_record(env, client, worker, pa
     assert 0 < keys[seen][0] <= 3600
     lasting = {name for name, (ttl, _) in keys.items() if ttl == -1}
     lasting -= {name for name in lasting if name.startswith("_kombu.binding.")}  # Celery's own
-    # Counters, the bounded rejection list and the bookkeeping of the queue; nothing per message.
-    assert lasting <= {"rb:stats", "rb:rejected", "rb:due", "rb:undelivered"}, lasting
+    # Counters, the bounded rejection list, the bookkeeping of the queue and the workers'
+    # heartbeats; nothing per message.
+    assert lasting <= {"rb:stats", "rb:rejected", "rb:due", "rb:undelivered", "rb:workers"}, lasting
+    assert not any(name.startswith(("rb:events:", "rb:id:")) for name in keys)  # no story
     [entry] = [json.loads(line) for line in r.lrange("rb:rejected", 0, -1)]
     assert (entry["reason"], entry["event_id"]) == ("ipn_invalid", "6fd802df6f247")
     stats = r.hgetall("rb:stats")
