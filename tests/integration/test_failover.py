@@ -332,6 +332,12 @@ def test_no_webhook_is_lost_when_the_primary_dies_under_traffic(
     assert first_after is not None and first_after - promoted_at <= 30, context
     print({"first postback after the promotion (s)": round(first_after - promoted_at, 2)})
 
+    # No storm of lines: one when the primary is lost and one when the new one answers, per
+    # process (gunicorn's two workers, the Celery worker's main process and pool).
+    for process in (web, worker):
+        output = process.output()
+        assert output.count("redis_unreachable") <= 4, output[-4000:]
+        assert "Traceback" not in output, output[-4000:]
     assert web.proc.poll() is None and worker.proc.poll() is None, "a process died"
     now = (web.proc.pid, children(web.proc.pid), worker.proc.pid)
     assert now == before, "the web (or one of its workers) or the worker was restarted"
