@@ -6,7 +6,15 @@
 The bare endpoint runs on gunicorn's defaults (sync workers, no access log, no config file) with
 the same `--workers 2`: what a merchant's own Flask app would most likely run on. With
 `--baseline procfile` it runs under the bridge's own gunicorn settings instead (the comparison
-this figure made before); `--gunicorn-args` then go to both apps, else to the bridge only.
+this figure made before 2026-12-03 afternoon); `--gunicorn-args` then go to both apps, else to
+the bridge only.
+
+One goal, whichever the baseline: the bridge at ≥ 0.7 of the bare endpoint's throughput, with
+an ack p99 ≤ 25 ms (BENCHMARKS.md, figure 1). `--baseline procfile` is held to the same 0.7,
+not to the 0.6 of the days when it was the figure's comparison: the bare endpoint served more
+on the bridge's settings than on gunicorn's defaults when both were measured (bench/NOTES.md),
+so the same goal is no easier there. The JSON names the goal and the baseline it was met or
+missed against.
 
 16 concurrent keep-alive clients (closed loop), distinct signed checkout.session.completed
 events. Both apps run side by side for the whole run and are measured in alternating windows
@@ -28,7 +36,7 @@ import time
 from bench.harness import DEFAULT_GUNICORN_ARGS, WEB_ARGS, Stack, cpu_per_request, write_result
 from bench.loadgen import checkout_requests, closed_loop, percentile
 
-RATIO_GOAL = 0.7
+RATIO_GOAL = 0.7  # the one goal, against either baseline (see above)
 P99_GOAL_MS = 25.0
 
 
@@ -143,7 +151,10 @@ def main() -> None:
                 "median": round(statistics.median(per_round), 3),
                 "max": round(max(per_round), 3),
             },
-            "goal_ratio_met": ratio >= (0.6 if procfile else RATIO_GOAL),
+            "baseline": args.baseline,
+            "goal_ratio": RATIO_GOAL,
+            "goal_ratio_met": ratio >= RATIO_GOAL,
+            "goal_p99_ms": P99_GOAL_MS,
             "goal_p99_met": bridge["p99_ms"] <= P99_GOAL_MS,
         },
     )

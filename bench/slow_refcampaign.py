@@ -3,16 +3,18 @@
     .venv/bin/python -m bench.slow_refcampaign
 
 The stand-in (a thread per connection, so 300 ms answers overlap) sleeps 300 ms before every
-answer. The inline handler runs as the docs' handler would be deployed: gunicorn, 2 default sync
-workers; the bridge runs the Procfile's web (2 gevent workers) and worker. Two loads, each
-applied to both: figure 1's 16 closed-loop clients (the headline), and an open loop of 4
-webhooks/s, below what the inline handler can absorb (2 workers / 0.3 s = 6.7/s), so that the
-inline p99 is not just queueing.
+answer. The inline handler runs as a merchant's own Flask app most likely would, and as figures
+1 and 6 run their baselines: on gunicorn's defaults (sync workers, no access log, no config
+file) with the same `--workers 2`, not under refbridge's gunicorn configuration (where it ran,
+with `--worker-class sync`, until issue 27). The bridge runs the Procfile's web (2 gevent
+workers) and worker. Two loads, each applied to both: figure 1's 16 closed-loop clients (the
+headline), and an open loop of 4 webhooks/s, below what the inline handler can absorb (2
+workers / 0.3 s = 6.7/s), so that the inline p99 is not just queueing.
 """
 
 from __future__ import annotations
 
-from bench.harness import Stack, write_result
+from bench.harness import DEFAULT_GUNICORN_ARGS, Stack, write_result
 from bench.loadgen import checkout_requests, closed_loop, open_loop, percentile
 
 DELAY = 0.3
@@ -37,10 +39,10 @@ def both_loads(port: int, tag: str) -> dict:
 
 def main() -> None:
     with Stack(standin_delay=DELAY) as stack:
-        # The docs' handler as a merchant would deploy it: gunicorn's default sync workers. (On
-        # the bridge's gevent workers its postbacks would overlap, which is not what it models.)
-        sync = ["--worker-class", "sync"]
-        _, inline_port = stack.web("bench.inline_app:app", name="inline", extra=sync)
+        # The docs' handler as a merchant would deploy it: gunicorn's defaults, `-w 2`.
+        _, inline_port = stack.web(
+            "bench.inline_app:app", name="inline", settings=DEFAULT_GUNICORN_ARGS
+        )
         inline = both_loads(inline_port, "inline")
         stack.processes[-1].stop()
         _, port = stack.web()
@@ -51,6 +53,7 @@ def main() -> None:
         "slow_refcampaign",
         {
             "refcampaign_delay_s": DELAY,
+            "inline_gunicorn_args": DEFAULT_GUNICORN_ARGS,
             "bridge": bridge,
             "inline_handler": inline,
             "times_faster": ratios,

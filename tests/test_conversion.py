@@ -48,6 +48,7 @@ def test_contains_email(text: str, expected: bool) -> None:
     assert contains_email(text) is expected
 
 
+@pytest.mark.alone  # timed: run with nothing else running (the `alone` marker)
 @pytest.mark.parametrize(
     "text",
     [
@@ -72,7 +73,12 @@ def test_contains_email(text: str, expected: bool) -> None:
     ],
 )
 def test_a_one_mib_hostile_value_is_checked_fast(text: str) -> None:
-    started = time.perf_counter()
-    assert not contains_email(text)
     # Measured: under 40 ms each. Searching for [^@\s]+@[^@\s]+\.[^@\s]+ is quadratic on some.
-    assert time.perf_counter() - started < 1.0
+    best = float("inf")
+    for _ in range(3):  # the best of three: a loaded machine only ever makes one slower
+        started = time.perf_counter()
+        assert not contains_email(text)
+        best = min(best, time.perf_counter() - started)
+        if best < 1.0:
+            break
+    assert best < 1.0, f"{best:.2f}s"

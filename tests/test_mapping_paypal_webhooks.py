@@ -576,6 +576,7 @@ def _best_time(raw: bytes) -> float:
         gc.unfreeze()
 
 
+@pytest.mark.alone  # timed: run with nothing else running (the `alone` marker)
 @pytest.mark.parametrize(
     "kind", [b"1", b'"x"', b'"\\u00e9\\ud83d\\ude00"', b"[[[]]]", b'{"k":1}', b"1.5", b"99999"]
 )
@@ -583,7 +584,12 @@ def test_parse_event_takes_time_linear_in_the_body(kind: bytes) -> None:
     small, large = _filled(kind, 64 * 1024), _filled(kind, 256 * 1024)
     assert len(large) <= 256 * 1024
     # 4 times the bytes: about 4 times the time (measured 3-6 ×); a quadratic parse takes 16 ×.
-    assert _best_time(large) < 10 * _best_time(small) + 0.005
+    # Up to three rounds: a loaded machine can only make a round look worse than it is.
+    for _ in range(3):
+        t_small, t_large = _best_time(small), _best_time(large)
+        if t_large < 10 * t_small + 0.005:
+            break
+    assert t_large < 10 * t_small + 0.005, f"{t_large / t_small:.1f}x for 4 times the bytes"
 
 
 # --- verification_body --------------------------------------------------------------------------

@@ -59,9 +59,23 @@ def test_documented_charsets_map_to_their_codec(charset: str, codec: str) -> Non
     assert codecs.lookup(ipn_codec(charset)).name == codecs.lookup(codec).name
 
 
-@pytest.mark.parametrize("charset", ["utf-8", " UTF-8 ", "shift_jis", "WINDOWS-1250"])
-def test_names_are_read_without_regard_to_case_or_surrounding_blanks(charset: str) -> None:
-    assert ipn_codec(charset) != DEFAULT_CODEC
+@pytest.mark.parametrize(
+    ("charset", "codec", "text"),
+    [
+        ("utf-8", "utf_8", "Zürich €"),
+        (" UTF-8 ", "utf_8", "Zürich €"),
+        ("\tKoi8-r\n", "koi8_r", "Москва"),
+        ("shift_jis", "shift_jis", "東京"),
+        ("WINDOWS-1250", "cp1250", "Łódź"),
+        ("iso-8859-15", "iso8859_15", "€ œ"),
+    ],
+)
+def test_names_are_read_without_regard_to_case_or_surrounding_blanks(
+    charset: str, codec: str, text: str
+) -> None:
+    assert codecs.lookup(ipn_codec(charset)).name == codecs.lookup(codec).name
+    # Read as windows-1252 (or any other codec), these bytes come out as other text.
+    assert text.encode(codec).decode(ipn_codec(charset), "replace") == text
 
 
 @pytest.mark.parametrize(

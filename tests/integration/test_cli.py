@@ -20,13 +20,14 @@ import pytest
 import redis
 
 from bridge.conversion import Conversion
-from bridge.delivery.keys import DLQ
+from bridge.delivery.keys import DLQ, DUE
 from bridge.delivery.ledger import Ledger
 from bridge.delivery.publish import publisher
 from bridge.providers.stripe.mapping import map_stripe_event
 from config import Settings
 from tests.fixtures import stripe_fixture
 from tests.processes import WorkerProcess
+from tests.settled import recorded
 from tests.signing import stripe_body, stripe_headers
 from tests.standins.refcampaign import RefCampaign, Scripted
 from tests.waiting import wait_until
@@ -89,9 +90,16 @@ def wait_dead_lettered(redis_url: str, count: int, timeout: float = 15.0) -> lis
     )
 
 
-def settle() -> None:
-    """Long enough for the sweeper (1 s) and a retry (backoff ≤ 1 s) to have happened."""
-    time.sleep(1.5)
+def finished(redis_url: str, outcomes: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Wait until each item in `outcomes` has the status given there (`dead`, `delivered`): an
+    outcome the ledger recorded after the item's last request, that leaves it out of `rb:due`,
+    so nothing attempts it again. Every field of each (`attempts` counts every claim made)."""
+    return recorded(redis.Redis.from_url(redis_url), outcomes)
+
+
+def nothing_due(redis_url: str) -> bool:
+    """Whether the ledger has no work left: no item pending, scheduled or being attempted."""
+    return redis.Redis.from_url(redis_url).zcard(DUE) == 0
 
 
 def checkout_event(session_id: str) -> dict[str, Any]:
@@ -122,8 +130,9 @@ def test_422_is_dead_lettered_at_once_and_shown_by_the_cli(
     refcampaign.script(Scripted(422, body=UNPROCESSABLE))
     post_checkout(client, "cs_cli_422")
     assert wait_dead_lettered(redis_url, 1) == ["cs_cli_422"]
-    settle()
-    assert len(refcampaign.requests) == 1  # terminal: no retry
+    # Dead after its one attempt, not due: terminal, no retry.
+    assert finished(redis_url, {"cs_cli_422": "dead"})["cs_cli_422"]["attempts"] == "1"
+    assert len(refcampaign.requests) == 1
 
     sent = json.loads(refcampaign.requests[0]["body"])
     [entry] = dlq_list(cli)
@@ -186,15 +195,16 @@ def test_replay_twice_by_id_posts_once(client, worker, refcampaign, redis_url, c
         again.stderr,
     )
 
-    refcampaign.wait_for(1)
-    settle()
+    before = finished(redis_url, {"cs_cli_twice": "delivered"})["cs_cli_twice"]
+    assert before["attempts"] == "2"  # the 422, then one success: the second replay added none
     third = cli("dlq", "replay", "cs_cli_twice")
     assert third.returncode == 0
     assert third.stderr == (
         "refbridge: cs_cli_twice is not dead-lettered (status delivered); left as is\n"
     )
-    settle()
-    assert len(postbacks_for(refcampaign, "cs_cli_twice")) == 2  # the 422, then one success
+    # Left as it was, not due: nothing attempts it again.
+    assert finished(redis_url, {"cs_cli_twice": "delivered"})["cs_cli_twice"] == before
+    assert len(postbacks_for(refcampaign, "cs_cli_twice")) == 2
     assert len(refcampaign.accepted) == 1
     assert dlq_list(cli) == []
     assert status(cli)["delivered"] == 1
@@ -211,7 +221,8 @@ def test_wrong_api_key_then_replay_all_delivers_each_once(
     for session_id in ids:
         post_checkout(client, session_id)
     assert sorted(wait_dead_lettered(redis_url, 3)) == ids
-    settle()
+    dead = finished(redis_url, dict.fromkeys(ids, "dead"))
+    assert {item["attempts"] for item in dead.values()} == {"1"}  # terminal: no retry
     assert len(refcampaign.requests) == 3
 
     entries = dlq_list(cli)
@@ -225,7 +236,10 @@ def test_wrong_api_key_then_replay_all_delivers_each_once(
     assert ok(cli("dlq", "replay", "--all")) == "replayed 3 entries\n"
     accepted = refcampaign.wait_for(3)
     assert sorted(p["externalId"] for p in accepted) == ids
-    settle()
+    # Each delivered by the one attempt since its replay, and no work left.
+    delivered = finished(redis_url, dict.fromkeys(ids, "delivered"))
+    assert {item["attempts"] for item in delivered.values()} == {"2"}
+    assert nothing_due(redis_url)
     assert sorted(p["externalId"] for p in refcampaign.postbacks()) == ids  # once each
 
     assert dlq_list(cli) == []
@@ -259,7 +273,10 @@ def test_purge_by_id_and_all(client, worker, refcampaign, redis_url, cli):
     assert ok(cli("dlq", "purge", "--all")) == "purged 2 entries\n"
     assert dlq_list(cli) == []
     assert status(cli)["dead_letter"] == 0
-    settle()
+    # Gone from the ledger, with nothing due: a worker sends only what the ledger holds.
+    r = redis.Redis.from_url(redis_url)
+    assert not list(r.scan_iter("rb:item:cs_cli_purge_*"))
+    assert nothing_due(redis_url)
     assert refcampaign.requests == []  # purged entries are never sent
 
 
@@ -326,8 +343,11 @@ def test_still_failing_conversion_is_exhausted_and_replay_restarts_the_window(
     assert entry["status"] == 503
     assert entry["attempts"] > 1
     assert entry["attempts"] == tries
-    settle()
-    assert len(refcampaign.requests) == tries  # dead means no more attempts
+    # Dead after its last request (the stand-in had it before the outcome was recorded), not
+    # due: dead means no more attempts.
+    [item] = finished(redis_url, {"cs_cli_exhausted": "dead"}).values()
+    assert item["attempts"] == str(tries)
+    assert len(refcampaign.requests) == tries
 
     # Fixed, except for one more 503: had the replay not restarted the 2 s window (which ran
     # out before it), that 503 would dead-letter the entry again at once.

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.ops.embedded_redis import free_port
+from bridge.ops.heartbeat import WORKERS
+from bridge.redis_client import redis_time
 from tests.conftest import API_KEY
 from tests.fixtures import paypal_fixture
 from tests.integration.test_stripe_flow import checkout_event, post
@@ -40,6 +43,28 @@ def wait(predicate: Any, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def scrape(client: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return samples(response.get_data(as_text=True))
+
+
+def webhooks(provider: str, outcome: str, reason: str = "") -> tuple[str, Any]:
+    labels = (("outcome", outcome), ("provider", provider), ("reason", reason))
+    return ("refbridge_webhooks_total", labels)
+
+
+def postbacks(outcome: str, reason: str = "") -> tuple[str, Any]:
+    return ("refbridge_postbacks_total", (("outcome", outcome), ("reason", reason)))
+
+
+def counted(client: Any, expected: dict[Any, float]) -> dict[Any, float]:
+    """The current value of each metric of `expected` (0 for one not shown yet)."""
+    got = scrape(client)
+    return {key: got.get(key, 0) for key in expected}
+
+
 def test_metrics_count_every_outcome(client, worker, refcampaign, paypal):
     refcampaign.script(Scripted(503))
     assert post(client, checkout_event("cs_test_m_retry")).status_code == 200
@@ -55,32 +80,42 @@ def test_metrics_count_every_outcome(client, worker, refcampaign, paypal):
     forged_ipn = paypal_fixture("boxbilling__web_accept_completed.txt")
     assert client.post("/webhooks/paypal/ipn", data=forged_ipn, headers=FORM).status_code == 200
     wait(lambda: len(paypal.requests) == 1 and len(refcampaign.requests) == 3)
-    time.sleep(0.5)
 
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["Content-Type"].startswith("text/plain")
-    got = samples(response.get_data(as_text=True))
+    latency = ("refbridge_delivery_latency_seconds_count", ())
+    latency_inf = ("refbridge_delivery_latency_seconds_bucket", (("le", "+Inf"),))
+    expected = {
+        webhooks("stripe", "accepted"): 2,
+        webhooks("stripe", "duplicate"): 1,
+        webhooks("stripe", "ignored", "payment_pending"): 1,
+        webhooks("stripe", "rejected", "bad_signature"): 1,
+        webhooks("paypal", "rejected", "ipn_invalid"): 1,
+        postbacks("delivered"): 1,
+        postbacks("retried"): 1,
+        postbacks("dead_lettered", "invalid_payload"): 1,
+        ("refbridge_ipn_verifications_total", (("outcome", "invalid"),)): 1,
+        latency: 1,
+        latency_inf: 1,
+    }
 
-    def webhooks(provider: str, outcome: str, reason: str = "") -> float:
-        key = (("outcome", outcome), ("provider", provider), ("reason", reason))
-        return got.get(("refbridge_webhooks_total", key), 0)
+    def reached() -> bool:
+        return all(value >= expected[key] for key, value in counted(client, expected).items())
 
-    assert webhooks("stripe", "accepted") == 2
-    assert webhooks("stripe", "duplicate") == 1
-    assert webhooks("stripe", "ignored", "payment_pending") == 1
-    assert webhooks("stripe", "rejected", "bad_signature") == 1
-    assert webhooks("paypal", "rejected", "ipn_invalid") == 1
-    postbacks = {k[1]: v for k, v in got.items() if k[0] == "refbridge_postbacks_total"}
-    assert postbacks[(("outcome", "delivered"), ("reason", ""))] == 1
-    assert postbacks[(("outcome", "retried"), ("reason", ""))] == 1
-    assert postbacks[(("outcome", "dead_lettered"), ("reason", "invalid_payload"))] == 1
-    assert got[("refbridge_ipn_verifications_total", (("outcome", "invalid"),))] == 1
-    assert got[("refbridge_delivery_latency_seconds_count", ())] == 1
-    assert got[("refbridge_delivery_latency_seconds_bucket", (("le", "+Inf"),))] == 1
+    # The worker counts an outcome once it has RefCampaign's or PayPal's answer, a moment after
+    # the stand-ins saw the requests: wait for every count to reach its value...
+    wait(reached)
+    # ...then for a later sale to be delivered and counted too: by then nothing the messages
+    # above made is still on its way, and none of their counts may have gone past its value.
+    assert post(client, checkout_event("cs_test_m_later")).status_code == 200
+    expected |= {webhooks("stripe", "accepted"): 3, postbacks("delivered"): 2}
+    expected |= {latency: 2, latency_inf: 2}
+    wait(reached)
+
+    got = scrape(client)
+    assert {key: got.get(key, 0) for key in expected} == expected
     assert got[("refbridge_dead_letter", ())] == 1
     assert got[("refbridge_pending", ())] == 0
     assert got[("refbridge_oldest_undelivered_age_seconds", ())] == 0
+    assert len(refcampaign.requests) == 4 and len(paypal.requests) == 1  # nothing tried again
 
 
 def test_gauges_show_stuck_work(client, refcampaign, redis_url):
@@ -100,6 +135,13 @@ EMAILS = (
     "fordnox@gmail.com",
     "mitcheydoe@gmail.com",
 )
+
+
+def last_attempts(output: str) -> list[dict[str, Any]]:
+    """The attempts logged in `output` that ended their message: all but the retried ones."""
+    whole_lines = output[: output.rfind("\n") + 1].splitlines()  # not one still being written
+    attempts = [json.loads(line) for line in whole_lines if '"event":"attempt_finished"' in line]
+    return [r for r in attempts if r["outcome"] != "retried"]
 
 
 @pytest.fixture()
@@ -171,8 +213,9 @@ def test_logs_are_json_and_never_show_secrets_or_emails(web, env, tmp_path, refc
                 ).status_code
                 == 200
             )
-        wait(lambda: len(refcampaign.requests) >= 3 and len(paypal.requests) >= 2, 30)
-        time.sleep(1.0)
+        # Every message's last attempt logged (three postbacks, one of them after its 503, and
+        # two IPN verifications): nothing more is coming, retries and their lines included.
+        wait(lambda: len(last_attempts(worker.output())) >= 5, 30)
     finally:
         worker.stop()
     dlq = subprocess.run(
@@ -191,6 +234,7 @@ def test_logs_are_json_and_never_show_secrets_or_emails(web, env, tmp_path, refc
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     attempts = [r for r in records if r.get("event") == "attempt_finished"]
     assert attempts and all("attempt" in r and "provider_event_id" in r for r in attempts)
+    assert len(last_attempts(worker.output())) == 5  # one per message, none ended twice
     assert any(r.get("externalId") == "cs_test_log_0" for r in attempts)
     received = [r for r in records if r.get("event") == "webhook_recorded"]
     assert any(r.get("provider_event_id") == "evt_cs_test_log_0" for r in received)
@@ -200,19 +244,49 @@ def workers_seen(client: Any) -> float:
     return samples(client.get("/metrics").get_data(as_text=True))[("refbridge_workers", ())]
 
 
+def last_beat(r: redis.Redis, worker: WorkerProcess) -> float | None:
+    """When `worker` last beat, by Redis's clock (its member is `<nodename> <pid>`)."""
+    assert worker.proc is not None
+    for member, score in r.zrange(WORKERS, 0, -1, withscores=True):
+        if member.decode().endswith(f" {worker.proc.pid}"):
+            return float(score)
+    return None
+
+
 @pytest.mark.timeout(240)
 def test_workers_gauge_counts_live_workers(client, worker, env, tmp_path):
+    r = redis.Redis.from_url(env["REDIS_URL"])
     # `worker` is running: its sweeper beats at once, then every 5 s.
     wait(lambda: workers_seen(client) == 1, 10)
     second = WorkerProcess(env, tmp_path / "second.log").start()
     try:
         wait(lambda: workers_seen(client) == 2, 10)
+        second_beat = last_beat(r, second)
+        assert second_beat is not None
+        worker.kill()  # SIGKILL: no goodbye; it counts until its last beat is 60 s old
+        beat = last_beat(r, worker)
+        assert beat is not None
+        # Each reading between two readings of Redis's clock (the one the beats and the gauge
+        # count by): however late it comes on a loaded machine, it tells which side of the
+        # minute it was taken on. `second` counts throughout; the killed worker counts, then
+        # no longer, each time on the right side of the minute.
+        readings: list[tuple[float, float, float]] = []
+        deadline = time.monotonic() + 90
+        while not readings or readings[-1][1] != 1:
+            assert time.monotonic() < deadline, f"still counted: {readings[-3:]}"
+            time.sleep(0.25 if readings else 0)
+            before = redis_time(r)
+            seen = workers_seen(client)
+            readings.append((before, seen, redis_time(r)))
+        for before, seen, after in readings:
+            if seen == 2:
+                assert before <= beat + 60, f"counted {before - beat:.2f} s after its last beat"
+            else:
+                assert seen == 1 and after > beat + 60, f"gone {after - beat:.2f} s after it"
+        assert readings[0][1] == 2
+        # Nothing beat for it since it was killed (`second`'s beats may have pruned it by now).
+        assert last_beat(r, worker) in (beat, None)
+        assert (last_beat(r, second) or 0) > second_beat  # a live worker beats again and again
     finally:
         second.stop()  # a warm shutdown: it stops counting at once, not a minute later
-    assert workers_seen(client) == 1
-    worker.kill()  # SIGKILL: no goodbye; it counts until its last beat is 60 s old
-    killed = time.monotonic()
-    time.sleep(20)
-    assert workers_seen(client) == 1
-    wait(lambda: workers_seen(client) == 0, 70)
-    assert 55 < time.monotonic() - killed < 70
+    assert workers_seen(client) == 0

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
 
+from bridge.delivery.intake import ipn_item_id
+from bridge.delivery.keys import DUE, item_key
+from bridge.delivery.stats import stat
 from tests.fixtures import paypal_fixture
+from tests.settled import counter, logged, recorded
 from tests.standins.paypal import PayPalVerifier
 from tests.standins.refcampaign import RefCampaign
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+IPN_INVALID = stat("webhooks", provider="paypal", outcome="rejected", reason="ipn_invalid")
+SAME_MESSAGE = stat("webhooks", provider="paypal", outcome="duplicate", reason="same_message")
 
 
 def ipn(client: Any, paypal: PayPalVerifier, raw: bytes, *, genuine: bool = True) -> None:
@@ -21,13 +26,6 @@ def ipn(client: Any, paypal: PayPalVerifier, raw: bytes, *, genuine: bool = True
     response = client.post("/webhooks/paypal/ipn", data=raw, headers=FORM)
     assert response.status_code == 200
     assert response.data == b""
-
-
-def wait_verified(paypal: PayPalVerifier, count: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while len(paypal.requests) < count:
-        assert time.monotonic() < deadline, f"{len(paypal.requests)} of {count} verifications"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(
@@ -103,36 +101,66 @@ def test_utf8_message_is_verified_byte_for_byte(client, worker, paypal, refcampa
     assert paypal.requests[0]["body"].endswith(raw)
 
 
-def test_forged_ipn_is_rejected_and_never_delivered(client, worker, paypal, refcampaign):
+def test_forged_ipn_is_rejected_and_never_delivered(client, worker, paypal, refcampaign, env):
+    r = redis_client(env)
     raw = paypal_fixture("boxbilling__web_accept_completed.txt").replace(b"5.95", b"9999.00")
     ipn(client, paypal, raw, genuine=False)
-    wait_verified(paypal, 1)
-    time.sleep(1.5)
+    # The attempt's outcome, logged once the ledger recorded it: the item dropped, nothing of it
+    # left to retry, so no later attempt can verify it again or deliver it.
+    [line] = logged(worker, "attempt_finished", item=ipn_item_id(raw))
+    assert line["outcome"] == "rejected"
+    assert counter(r, IPN_INVALID) == 1
+    assert not r.exists(item_key(ipn_item_id(raw))) and r.zcard(DUE) == 0
     assert len(paypal.requests) == 1  # INVALID is never retried
     assert refcampaign.requests == []
 
 
-@pytest.mark.parametrize("status", [b"Pending", b"Refunded", b"Denied"])
-def test_unpaid_statuses_give_no_postback(client, worker, paypal, refcampaign, status):
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [(b"Pending", "verified"), (b"Refunded", "rejected"), (b"Denied", "verified")],
+)
+def test_unpaid_statuses_give_no_postback(
+    client, worker, paypal, refcampaign, env, status, outcome
+):
+    r = redis_client(env)
     raw = paypal_fixture("boxbilling__web_accept_completed.txt").replace(
         b"payment_status=Completed", b"payment_status=" + status
     )
     ipn(client, paypal, raw)
-    wait_verified(paypal, 1)
-    time.sleep(1.0)
+    # Verified, then ignored (status `verified` with its reason) or rejected (a refund naming no
+    # sale): a conversion would have been recorded before that, and none was, nor is any work
+    # left in the ledger; so nothing is on its way to RefCampaign.
+    recorded(r, {ipn_item_id(raw): outcome})
+    assert not r.exists(item_key("8X786252873429051"))
+    assert r.zcard(DUE) == 0
+    assert len(paypal.requests) == 1
     assert refcampaign.requests == []
 
 
-def test_resent_ipn_and_status_change_give_one_postback(client, worker, paypal, refcampaign):
+def test_resent_ipn_and_status_change_give_one_postback(client, worker, paypal, refcampaign, env):
+    r = redis_client(env)
     completed = paypal_fixture("boxbilling__subscr_payment_completed.txt")
     ipn(client, paypal, completed)
     ipn(client, paypal, completed)  # PayPal resends until it gets a 200
+    assert counter(r, SAME_MESSAGE) == 1  # known at once, by the web: nothing new recorded
     pending = completed.replace(b"payment_status=Completed", b"payment_status=Pending")
     ipn(client, paypal, pending)
     again = completed.replace(b"ipn_track_id=54b4dbfade396", b"ipn_track_id=54b4dbfade397")
     ipn(client, paypal, again)  # a new message for the same transaction
-    refcampaign.wait_for(1)
-    time.sleep(1.5)
+    # Each message verified (a conversion is recorded before its message is marked so) and the
+    # one conversion delivered by a single attempt: nothing is left to send.
+    items = recorded(
+        r,
+        {
+            ipn_item_id(completed): "verified",
+            ipn_item_id(pending): "verified",
+            ipn_item_id(again): "verified",
+            "6SR99524AP993094V": "delivered",
+        },
+    )
+    assert items["6SR99524AP993094V"]["attempts"] == "1"
+    assert counter(r, stat("webhooks", provider="paypal", outcome="duplicate")) == 1  # `again`
+    assert r.zcard(DUE) == 0
     assert len(refcampaign.requests) == 1
 
 
@@ -149,12 +177,17 @@ def test_foreign_receiver_is_rejected(env, tmp_path, paypal, refcampaign):
     from tests.processes import WorkerProcess
 
     env = {**env, "PAYPAL_RECEIVER_EMAILS": "shop@example.com"}
+    r = redis_client(env)
     client = create_app(Settings.from_env(env)).test_client()
     proc = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
-        ipn(client, paypal, paypal_fixture("boxbilling__web_accept_completed.txt"))
-        wait_verified(paypal, 1)
-        time.sleep(1.0)
+        raw = paypal_fixture("boxbilling__web_accept_completed.txt")
+        ipn(client, paypal, raw)
+        # Verified and rejected: no conversion recorded, no work left; nothing will be sent.
+        [item] = recorded(r, {ipn_item_id(raw): "rejected"}).values()
+        assert item["reason"] == "foreign_receiver"
+        assert not r.exists(item_key("8X786252873429051"))
+        assert r.zcard(DUE) == 0
         assert refcampaign.requests == []
     finally:
         proc.stop()
@@ -183,13 +216,6 @@ def redis_client(env: dict[str, str]) -> Any:
     return redis.Redis.from_url(env["REDIS_URL"])
 
 
-def wait_gone(r: Any, pattern: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while list(r.scan_iter(pattern)):
-        assert time.monotonic() < deadline, f"{pattern} still there"
-        time.sleep(0.05)
-
-
 def everything(r: Any) -> dict[str, tuple[int, bytes]]:
     """Every key with its TTL (-1: none) and a dump of its value, to search for the body."""
     return {key.decode(): (r.ttl(key), r.dump(key) or b"") for key in r.scan_iter("*")}
@@ -201,8 +227,9 @@ def test_forged_ipn_leaves_no_body_and_no_lasting_record(env, client, worker, pa
     r = redis_client(env)
     raw = paypal_fixture("boxbilling__web_accept_completed.txt").replace(b"5.95", b"9999.00")
     ipn(client, paypal, raw, genuine=False)
-    wait_verified(paypal, 1)
-    wait_gone(r, "rb:item:ipn_*")
+    # Logged after the item is dropped and its rejection listed (two round trips).
+    [line] = logged(worker, "attempt_finished", item=ipn_item_id(raw))
+    assert line["outcome"] == "rejected"
     keys = everything(r)
     for name, (_, value) in keys.items():
         assert raw not in value and base64.b64encode(raw) not in value, name
@@ -218,11 +245,13 @@ def test_forged_ipn_leaves_no_body_and_no_lasting_record(env, client, worker, pa
     assert (entry["reason"], entry["event_id"]) == ("ipn_invalid", "6fd802df6f247")
     stats = r.hgetall("rb:stats")
     assert stats[b"webhooks:outcome=rejected,provider=paypal,reason=ipn_invalid"] == b"1"
-    # PayPal's resend (or an attacker's replay) of the same bytes is known without a new check.
+    # PayPal's resend (or an attacker's replay) of the same bytes is known without a new check:
+    # the web counts it a duplicate before it answers, and records nothing a worker could take.
     ipn(client, paypal, raw, genuine=False)
-    time.sleep(1.0)
-    assert len(paypal.requests) == 1
+    assert counter(r, SAME_MESSAGE) == 1
     assert not list(r.scan_iter("rb:item:*"))
+    assert r.zcard(DUE) == 0
+    assert len(paypal.requests) == 1
     assert refcampaign.requests == []
 
 

@@ -24,6 +24,7 @@ from config import Settings
 from tests.conftest import module_env
 from tests.fixtures import paypal_webhook_fixture, paypal_webhook_fixture_names
 from tests.processes import WorkerProcess
+from tests.standins.http import Handler, StandInServer
 from tests.standins.paypal import PayPalVerifier
 from tests.standins.paypal_api import (
     ORDERS_PATH,
@@ -216,6 +217,8 @@ def test_a_capture_without_attribution_gets_its_order_payer_email_hash(pp: Stack
 
 
 def test_forged_event_is_never_delivered_nor_retried(pp: Stack) -> None:
+    from tests.settled import logged, recorded
+
     genuine = capture()
     forged = genuine.replace(b'"100.00"', b'"9999.00"')  # same event id, altered
     pp.api.send(genuine)
@@ -223,31 +226,53 @@ def test_forged_event_is_never_delivered_nor_retried(pp: Stack) -> None:
     pp.deliver(genuine)  # a forgery borrowing the id does not shadow the genuine event
     [payload] = pp.refcampaign.wait_for(1)
     assert payload["amount"] == 10000
-    wait_until(lambda: len(pp.api.verdicts) == 2, what="both verifications")
-    time.sleep(1.5)  # several backoffs: a retried FAILURE would have been verified again
+    # What each came to, as recorded after PayPal answered: the forgery's one attempt rejected
+    # it (a FAILURE retried would say `retried`) and dropped it, leaving nothing to retry; the
+    # genuine event verified, its conversion delivered by one attempt.
+    r = redis.Redis.from_url(pp.env["REDIS_URL"])
+    forged_item = intake.paypal_event_item_id(event_id(genuine), forged)
+    genuine_item = intake.paypal_event_item_id(event_id(genuine), genuine)
+    capture_id = json.loads(genuine)["resource"]["id"]
+    [line] = logged(pp.worker, "attempt_finished", item=forged_item)
+    assert line["outcome"] == "rejected"
+    items = recorded(r, {genuine_item: "verified", capture_id: "delivered"})
+    assert items[capture_id]["attempts"] == "1"
     assert sorted(pp.api.verdicts) == ["FAILURE", "SUCCESS"]
     assert len(pp.refcampaign.requests) == 1
     # Nothing of the forgery is kept but its marker and counters.
-    r = redis.Redis.from_url(pp.env["REDIS_URL"])
-    forged_item = intake.paypal_event_item_id(event_id(genuine), forged)
     assert not r.exists(item_key(forged_item))
     assert r.exists(intake.paypal_event_seen_key(forged_item))
 
 
 def test_resent_event_is_delivered_once(pp: Stack) -> None:
+    from bridge.delivery.stats import stat
+    from tests.settled import counter, recorded
+
+    r = redis.Redis.from_url(pp.env["REDIS_URL"])
+    same_event = stat(
+        "webhooks", provider="paypal_webhook", outcome="duplicate", reason="same_event"
+    )
+    before = counter(r, same_event)  # the module's Redis: earlier tests counted too
     raw = capture()
     headers = pp.api.send(raw)
     assert pp.post(raw, headers).status_code == 200
     assert pp.post(raw, headers).status_code == 200  # PayPal resends until it gets a 200
     assert pp.post(raw, transmission(event_id(raw))).status_code == 200  # a new transmission
-    pp.refcampaign.wait_for(1)
-    time.sleep(1.0)
+    # Both resends known by the web before it answered (the same bytes, the same item); the
+    # event verified by one attempt and its conversion delivered by one: nothing left to send.
+    assert counter(r, same_event) == before + 2
+    item = intake.paypal_event_item_id(event_id(raw), raw)
+    capture_id = json.loads(raw)["resource"]["id"]
+    items = recorded(r, {item: "verified", capture_id: "delivered"})
+    assert (items[item]["attempts"], items[capture_id]["attempts"]) == ("1", "1")
     assert len(pp.refcampaign.requests) == 1
     assert len(pp.api.calls(VERIFY_PATH)) == 1
 
 
 @pytest.mark.parametrize("ipn_first", [True, False], ids=["ipn_first", "webhook_first"])
 def test_ipn_twin_of_a_capture_is_delivered_once(pp: Stack, ipn_first: bool) -> None:
+    from tests.settled import logged, recorded
+
     capture_id = new_id("3C6")
     raw = capture(capture_id, custom_id="rcs_twin")
     ipn = (
@@ -269,8 +294,15 @@ def test_ipn_twin_of_a_capture_is_delivered_once(pp: Stack, ipn_first: bool) -> 
     first()
     pp.refcampaign.wait_for(1)
     second()
-    wait_until(lambda: pp.paypal.requests and pp.api.verdicts, what="both verifications")
-    time.sleep(1.0)
+    # The second message's own outcome, once recorded: verified, its conversion a duplicate of
+    # the first's (the worker's word for it); the conversion delivered by its one attempt.
+    r = redis.Redis.from_url(pp.env["REDIS_URL"])
+    ipn_item = intake.ipn_item_id(ipn)
+    webhook_item = intake.paypal_event_item_id(event_id(raw), raw)
+    [line] = logged(pp.worker, "attempt_finished", item=webhook_item if ipn_first else ipn_item)
+    assert line["outcome"] == "duplicate"
+    items = recorded(r, {ipn_item: "verified", webhook_item: "verified", capture_id: "delivered"})
+    assert items[capture_id]["attempts"] == "1"
     assert len(postbacks_for(pp.refcampaign, capture_id)) == 1
 
 
@@ -295,27 +327,62 @@ def test_429_is_retried_after_retry_after(pp: Stack) -> None:
     assert second["at"] - first["at"] >= 0.9
 
 
-def test_redirect_is_never_followed_and_retried(pp: Stack) -> None:
-    pp.api.script(VERIFY_PATH, Scripted(302, {"Location": "https://evil.example/verify"}))
-    pp.deliver(capture())
+def test_redirect_is_never_followed_and_retried(pp: Stack, elsewhere: StandInServer) -> None:
+    # Followed, the redirect would take the token and the event to the page it names: here a
+    # stand-in of ours, which would record the visit (and answer SUCCESS to anything).
+    pp.api.script(VERIFY_PATH, Scripted(302, {"Location": f"{elsewhere.url}/verify"}))
+    raw = capture()
+    pp.deliver(raw)
     pp.refcampaign.wait_for(1)
-    assert [r["method"] for r in pp.api.requests].count("GET") == 0
+    assert elsewhere.requests == []
+    capture_id = json.loads(raw)["resource"]["id"].encode()
+    assert len([r for r in pp.api.calls(VERIFY_PATH) if capture_id in r["body"]]) == 2
+
+
+def bearers(pp: Stack, raws: list[bytes]) -> list[list[str]]:
+    """The tokens each of `raws` was verified with, call by call."""
+    ids = [json.loads(raw)["resource"]["id"].encode() for raw in raws]
+    calls = pp.api.calls(VERIFY_PATH)
+    return [
+        [
+            c["headers"].get("Authorization", "").removeprefix("Bearer ")
+            for c in calls
+            if i in c["body"]
+        ]
+        for i in ids
+    ]
 
 
 def test_an_expired_token_is_renewed_once(pp: Stack) -> None:
-    first, second = capture(), capture()
-    pp.deliver(first)
-    pp.refcampaign.wait_for(1)
+    # Each of the worker's two pool processes caches a token of its own: first make both hold
+    # one (events two at a time until two tokens were used), so that after the revocation
+    # whichever process verifies next meets a 401.
+    warm: list[bytes] = []
+    for _ in range(10):
+        pair = [capture(), capture()]
+        for raw in pair:
+            pp.deliver(raw)
+        warm += pair
+        pp.refcampaign.wait_for(len(warm))
+        held = {t for calls in bearers(pp, warm) for t in calls}
+        if len(held) >= 2:
+            break
+    assert len(held) == 2, f"the two pool processes never both verified: {held}"
     issued = pp.api.tokens_issued
-    pp.api.revoke_tokens()  # expired at PayPal before the worker's cache says so
-    pp.deliver(second)
-    pp.refcampaign.wait_for(2)
-    assert pp.api.tokens_issued == issued + 1
-    # This test's own verifications only: the module's worker is shared, and a late retry of
-    # an earlier test's event may reach the stand-in after its reset.
-    ids = [json.loads(raw)["resource"]["id"].encode() for raw in (first, second)]
-    codes = [r for r in pp.api.calls(VERIFY_PATH) if any(i in r["body"] for i in ids)]
-    assert len(codes) == 3  # SUCCESS, then 401 and the same call again with the fresh token
+    pp.api.revoke_tokens()  # expired at PayPal before the workers' caches say so
+    after = [capture(), capture()]
+    for raw in after:
+        pp.deliver(raw)
+    pp.refcampaign.wait_for(len(warm) + len(after))
+    renewed = 0
+    for calls in bearers(pp, after):
+        if calls[0] in held:  # a revoked token: 401, one fresh token, the same call again
+            assert len(calls) == 2 and calls[1] not in held, calls
+            renewed += 1
+        else:  # a process that had renewed already
+            assert len(calls) == 1, calls
+    assert renewed >= 1
+    assert pp.api.tokens_issued == issued + renewed  # once per process that met the 401
 
 
 def test_a_token_is_cached_until_shortly_before_it_expires(pp: Stack) -> None:
@@ -459,3 +526,23 @@ def test_paypal_api_down_past_the_window_dead_letters_then_replays(
     assert ledger.replay([item]) == [item]
     [payload] = pp.refcampaign.wait_for(1)
     assert payload["metadata"]["eventId"] == event_id(raw)
+
+
+class AnyAnswer(Handler):
+    """A page a redirect could point at: answers anything with PayPal's SUCCESS, and records it."""
+
+    server: StandInServer
+
+    def answer(self) -> None:
+        with self.server.lock:
+            self.server.requests.append(self.record(self.read_body()))
+        self.reply(200, b'{"verification_status":"SUCCESS"}', {"Content-Type": "application/json"})
+
+    do_GET = do_POST = answer  # noqa: N815 — http.server's naming
+
+
+@pytest.fixture()
+def elsewhere() -> Iterator[StandInServer]:
+    server = StandInServer(AnyAnswer).start()
+    yield server
+    server.stop()

@@ -6,8 +6,14 @@ import copy
 import time
 from typing import Any
 
+import redis
+
+from bridge.delivery.keys import DUE, RETRY, item_key
+from bridge.delivery.stats import stat
 from tests.fixtures import stripe_fixture
+from tests.settled import counter, logged, recorded
 from tests.signing import OTHER_SECRET, stripe_body, stripe_headers
+from tests.waiting import wait_until
 
 
 def checkout_event(session_id: str = "cs_test_flow_1", **changes: Any) -> dict[str, Any]:
@@ -38,12 +44,17 @@ def test_paid_checkout_becomes_one_postback(client, worker, refcampaign):
     assert "stripe@example.com" not in str(refcampaign.requests[0]["body"])
 
 
-def test_resent_event_is_delivered_once(client, worker, refcampaign):
+def test_resent_event_is_delivered_once(client, worker, refcampaign, redis_url):
+    r = redis.Redis.from_url(redis_url)
     event = checkout_event("cs_test_resent")
     for _ in range(3):
         assert post(client, event).status_code == 200
-    refcampaign.wait_for(1)
-    time.sleep(1.5)
+    # The web knew both resends before it answered them: counted, nothing recorded for them.
+    assert counter(r, stat("webhooks", provider="stripe", outcome="duplicate")) == 2
+    # Delivered, by the only attempt ever claimed; no work left in the ledger.
+    [item] = recorded(r, {"cs_test_resent": "delivered"}).values()
+    assert item["attempts"] == "1"
+    assert r.zcard(DUE) == 0
     assert len(refcampaign.requests) == 1
 
 
@@ -52,14 +63,21 @@ def test_rolled_secret_is_accepted(client, worker, refcampaign):
     refcampaign.wait_for(1)
 
 
-def test_bad_signature_is_400_and_nothing_is_sent(client, worker, refcampaign):
+def test_bad_signature_is_400_and_nothing_is_sent(client, worker, refcampaign, redis_url):
+    r = redis.Redis.from_url(redis_url)
     event = checkout_event("cs_test_forged")
     body = stripe_body(event)
     headers = stripe_headers(body, secret="whsec_attacker")
     assert client.post("/webhooks/stripe", data=body, headers=headers).status_code == 400
     stale = stripe_headers(body, timestamp=int(time.time()) - 3600)
     assert client.post("/webhooks/stripe", data=body, headers=stale).status_code == 400
-    time.sleep(1.5)
+    # Both refusals counted before the web answered, and nothing recorded: a worker sends only
+    # what the ledger holds, and it holds nothing.
+    for reason in ("bad_signature", "stale_timestamp"):
+        rejected = stat("webhooks", provider="stripe", outcome="rejected", reason=reason)
+        assert counter(r, rejected) == 1
+    assert not list(r.scan_iter("rb:item:*"))
+    assert r.zcard(DUE) == 0
     assert refcampaign.requests == []
 
 
@@ -98,16 +116,32 @@ def test_retry_after_is_a_floor_and_a_plan_quota_is_said_at_error_level(
 
     from tests.standins.refcampaign import Scripted
 
+    r = redis.Redis.from_url(env["REDIS_URL"])
     quota = '{"success":false,"error":{"code":"LIMIT_EXCEEDED","message":"Monthly quota"}}'
     refcampaign.script(Scripted(429, quota, headers={"Retry-After": "3600"}))
     assert post(client, checkout_event("cs_test_quota")).status_code == 200
-    deadline = time.monotonic() + 20
-    while not refcampaign.requests and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(5)  # DELIVERY_BACKOFF_MAX is 1 s here: the old cap retried within it
-    assert len(refcampaign.requests) == 1
-    lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
-    [said] = [line for line in lines if line.get("event") == "refcampaign_limit_exceeded"]
+    # The 429's outcome as the ledger recorded it: the next attempt an hour out by Redis's clock
+    # (DELIVERY_BACKOFF_MAX is 1 s here: the old cap retried within it).
+    key = item_key("cs_test_quota")
+    due = wait_until(lambda: r.zscore(RETRY, key), what="the quota's retry to be scheduled")
+    seconds, micros = r.time()
+    assert due - (seconds + micros / 1e6) > 3500
+    assert counter(r, stat("postbacks", outcome="limit_exceeded")) == 1
+    # And nothing attempts it before: the sweeper hands items out by due time, so once it has
+    # handed out one due later than the old cap's retry of this one (at most 1 s after its
+    # attempt), it would have handed this one out too. A conversion answered 429 with
+    # Retry-After: 2 after this one was scheduled is due later, and is delivered by that retry.
+    refcampaign.script(Scripted(429, headers={"Retry-After": "2"}))
+    assert post(client, checkout_event("cs_test_quota_probe")).status_code == 200
+    [probe] = recorded(r, {"cs_test_quota_probe": "delivered"}).values()
+    assert probe["attempts"] == "2"
+    assert [p["externalId"] for p in refcampaign.postbacks()] == [
+        "cs_test_quota",
+        "cs_test_quota_probe",
+        "cs_test_quota_probe",
+    ]
+    assert r.hget(key, "attempts") == b"1"
+    [said] = logged(worker, "refcampaign_limit_exceeded")
     assert said["level"] == "error" and said["externalId"] == "cs_test_quota"
     assert said["retry_in"] == 3600
     # A person lifts the quota, then pulls the retry forward.

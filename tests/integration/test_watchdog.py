@@ -101,7 +101,13 @@ def test_redis_restarted_under_load_everything_is_delivered(
             redis_server.start()
             exits += supervise_until(worker, refcampaign, 20 * (rnd + 1), timeout=90)
         assert len(refcampaign.accepted) == 60
-        assert all(code != 0 for code in exits), exits
+        # The worker rode through the three restarts: its consumer reconnected after each (one
+        # "Connected" line per process started, one per restart). The supervisor started it
+        # again only if the watchdog found that consumer stuck after a reconnection (Celery's
+        # bug, tasks/watchdog.py); a crash, or any other exit, fails here.
+        assert set(exits) <= {EXIT_STUCK}, exits
+        connected = worker.output().count("Connected to redis://")
+        assert connected == 1 + len(exits) + 3, worker.output()[-3000:]
         assert redis.Redis.from_url(env["REDIS_URL"]).zcard("rb:dlq") == 0
     finally:
         worker.stop()

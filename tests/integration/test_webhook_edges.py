@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 import requests
@@ -32,6 +33,7 @@ from tests.fixtures import PAYPAL_FIXTURES_DIR, paypal_fixture, stripe_fixture
 from tests.processes import WebProcess
 from tests.signing import OTHER_SECRET, SECRET, stripe_body, stripe_headers
 from tests.standins.paypal_api import transmission
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
@@ -761,6 +763,7 @@ def test_live_ipn_is_queued_when_verifying_with_live_paypal(env, redis_url):
 # --- Redis down -------------------------------------------------------------------------------
 
 
+@pytest.mark.alone  # times each answer: run with nothing else running (the `alone` marker)
 def test_redis_down_is_503_fast_on_both_routes(env):
     client = app_client(env, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     body = stripe_body(checkout_event())
@@ -774,12 +777,16 @@ def test_redis_down_is_503_fast_on_both_routes(env):
         ("not a form", lambda: post_ipn(client, b"{}"), 400),
     ]
     for name, call, status in calls:
-        started = time.monotonic()
-        response = call()
-        elapsed = time.monotonic() - started
-        assert_sane(response)
-        assert response.status_code == status, name
-        assert elapsed < 5, f"{name} took {elapsed:.1f}s"
+        fastest = float("inf")
+        for _ in range(3):  # the best of three: a loaded machine only ever makes one slower
+            started = time.monotonic()
+            response = call()
+            fastest = min(fastest, time.monotonic() - started)
+            assert_sane(response)
+            assert response.status_code == status, name
+            if fastest < 5:
+                break
+        assert fastest < 5, f"{name} took {fastest:.1f}s"
 
 
 def test_redis_down_on_a_live_test_ipn_is_still_refused_with_200(env):
@@ -821,13 +828,21 @@ def web(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[int, subprocess.P
 
 def raw_exchange(port: int, data: bytes, close_early: bool = False, timeout: float = 10) -> bytes:
     """Send `data` on a fresh connection; the server's answer (b"" when closing early)."""
+    return exchange(port, data, close_early, timeout)[0]
+
+
+def exchange(
+    port: int, data: bytes, close_early: bool = False, timeout: float = 10
+) -> tuple[bytes, int]:
+    """`raw_exchange`, and the local port the connection came from."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        client_port = sock.getsockname()[1]
         try:
             sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed before reading everything: read that answer
         if close_early:
-            return b""
+            return b"", client_port
         try:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -838,7 +853,27 @@ def raw_exchange(port: int, data: bytes, close_early: bool = False, timeout: flo
                 chunks.append(chunk)
         except ConnectionResetError:
             pass
-        return b"".join(chunks)
+        return b"".join(chunks), client_port
+
+
+# The states of a connection the server has not closed its end of: waiting to be accepted,
+# being read or answered.
+NOT_CLOSED = {psutil.CONN_SYN_RECV, psutil.CONN_ESTABLISHED, psutil.CONN_CLOSE_WAIT}
+
+
+def wait_until_let_go(port: int, *client_ports: int) -> None:
+    """Until the web on `port` has closed its end of the connections from `client_ports` (or
+    a reset from the client closed it): then it is done with the requests they carried,
+    whatever it made of them, however long that took on a loaded machine."""
+
+    def let_go() -> bool:
+        return not any(
+            c.laddr and c.laddr.port == port and c.raddr and c.raddr.port in client_ports
+            for c in psutil.net_connections("tcp")
+            if c.status in NOT_CLOSED
+        )
+
+    wait_until(let_go, 30, f"the web to close its end of the connections from {client_ports}")
 
 
 def status_of(answer: bytes) -> int:
@@ -871,13 +906,15 @@ def truncated_request(route: str) -> bytes:
 
 def test_client_that_sends_less_than_its_content_length_then_leaves(web, redis_url):
     port, proc = web
+    left = []
     for route in ("/webhooks/stripe", "/webhooks/paypal/ipn"):
-        raw_exchange(port, truncated_request(route), close_early=True)
+        left.append(exchange(port, truncated_request(route), close_early=True)[1])
         # The same, but the client half-closes and waits for an answer.
-        answer = raw_exchange(port, truncated_request(route))
+        answer, client_port = exchange(port, truncated_request(route))
+        left.append(client_port)
         assert answer == b"" or status_of(answer) < 500
         assert b"Traceback" not in answer
-    time.sleep(0.3)
+    wait_until_let_go(port, *left)
     assert proc.poll() is None
     assert_still_serving(port, redis_url)
 
@@ -885,17 +922,23 @@ def test_client_that_sends_less_than_its_content_length_then_leaves(web, redis_u
 @pytest.mark.parametrize("close_early", [True, False], ids=["closed", "half-closed"])
 def test_ipn_cut_short_of_its_content_length_is_not_queued(web, redis_url, close_early):
     port, _ = web
-    answer = raw_exchange(port, truncated_request("/webhooks/paypal/ipn"), close_early)
-    time.sleep(0.3)
+    answer, client_port = exchange(port, truncated_request("/webhooks/paypal/ipn"), close_early)
+    wait_until_let_go(port, client_port)
     assert queued(redis_url) == NOTHING
     assert answer == b"" or status_of(answer) == 400
 
 
 def test_client_that_leaves_mid_headers_does_not_break_the_server(web, redis_url):
     port, proc = web
-    raw_exchange(port, b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nStripe-Sig", close_early=True)
-    raw_exchange(port, b"POST /webhooks/paypal/ipn HTT", close_early=True)
-    raw_exchange(port, b"", close_early=True)
+    left = [
+        exchange(port, data, close_early=True)[1]
+        for data in (
+            b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nStripe-Sig",
+            b"POST /webhooks/paypal/ipn HTT",
+            b"",
+        )
+    ]
+    wait_until_let_go(port, *left)
     assert proc.poll() is None
     assert_still_serving(port, redis_url)
 
@@ -1078,6 +1121,7 @@ def test_costly_or_unknown_charset_is_read_fast_as_windows_1252(web, env, redis_
     assert proc.poll() is None
 
 
+@pytest.mark.alone  # a 2 s bound on one request: timed with nothing else running
 def test_a_mib_of_costly_charset_is_refused_at_once(web, redis_url):
     port, proc = web
     body = costly_ipn(MIB)
@@ -1085,11 +1129,16 @@ def test_a_mib_of_costly_charset_is_refused_at_once(web, redis_url):
         f"POST /webhooks/paypal/ipn HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
-    started = time.monotonic()
-    # Refused on its declared length, before the body is read (see above).
-    answer = raw_exchange(port, head + body[:1024], timeout=60)
-    assert status_of(answer) == 413
-    assert time.monotonic() - started < 2
+    fastest = float("inf")
+    for _ in range(3):  # the best of three: a loaded machine only ever makes one slower
+        started = time.monotonic()
+        # Refused on its declared length, before the body is read (see above).
+        answer = raw_exchange(port, head + body[:1024], timeout=60)
+        fastest = min(fastest, time.monotonic() - started)
+        assert status_of(answer) == 413
+        if fastest < 2:
+            break
+    assert fastest < 2, f"{fastest:.2f}s"
     assert queued(redis_url) == NOTHING
     assert_still_serving(port, redis_url)
 
