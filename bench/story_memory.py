@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import string
 import tempfile
 import time
 from collections import Counter
@@ -22,17 +21,12 @@ from pathlib import Path
 
 import redis
 
+from bench.attribution_memory import token
 from bench.harness import write_result
 from bridge.conversion import Conversion, Handles
 from bridge.delivery import intake, story
 from bridge.delivery.ledger import Ledger
 from bridge.ops.embedded_redis import EmbeddedRedis
-
-_ALPHABET = string.ascii_letters + string.digits
-
-
-def token(rng: random.Random, length: int) -> str:
-    return "".join(rng.choice(_ALPHABET) for _ in range(length))
 
 
 def checkout(rng: random.Random, event_id: str) -> Conversion:

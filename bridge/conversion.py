@@ -37,6 +37,12 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_millis(timestamp: float) -> str:
+    """A Unix time as ISO 8601 UTC with milliseconds and a `Z`, like the log lines' own time."""
+    moment = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
+
+
 @dataclass(frozen=True)
 class Handles:
     """The provider's names for who paid and for what, kept with a sent conversion (never sent).

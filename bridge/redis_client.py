@@ -99,7 +99,19 @@ def redis_address(url: str) -> str:
         port = parts.port or 6379
     except ValueError:
         port = 6379
+    return host_port(host, port)
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 host in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def url_auth(url: str) -> tuple[str | None, str | None]:
+    """The user name and password a Redis URL carries, unquoted (None where it has none)."""
+    parts = urlsplit(url)
+    username = unquote(parts.username) if parts.username else None
+    return username, unquote(parts.password) if parts.password else None
 
 
 _reachability: dict[str, Reachability] = {}
@@ -198,8 +210,13 @@ class Sentinels:
     @property
     def label(self) -> str:
         """How a log line names the primary: its name and the Sentinels, never a password."""
-        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.hosts)
+        hosts = ",".join(host_port(h, p) for h, p in self.hosts)
         return f"{self.master} (sentinels {hosts})"
+
+    @property
+    def connection_options(self) -> dict[str, Any]:
+        """redis-py's options for the connections to the Sentinels themselves."""
+        return {"socket_connect_timeout": 1, "socket_timeout": 1, "password": self.password}
 
 
 def sentinels_of(settings: Settings) -> Sentinels | None:
@@ -263,16 +280,12 @@ def _through_sentinels(url: str, sentinels: Sentinels, options: dict[str, Any]) 
     if parts.scheme == "rediss":
         options.setdefault("connection_class", SentinelManagedSSLConnection)
     database = parts.path.strip("/")
-    sentinel_options = {
-        "socket_connect_timeout": 1,
-        "socket_timeout": 1,
-        "password": sentinels.password,
-    }
-    found = Sentinel(list(sentinels.hosts), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    username, password = url_auth(url)
+    found = Sentinel(list(sentinels.hosts), sentinel_kwargs=sentinels.connection_options)  # type: ignore[no-untyped-call]
     client: redis.Redis = found.master_for(  # type: ignore[no-untyped-call]
         sentinels.master,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
+        username=username,
+        password=password,
         db=int(database) if database.isdigit() else 0,
         **options,
     )

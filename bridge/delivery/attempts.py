@@ -9,11 +9,11 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import requests
 import structlog
 
+from bridge.conversion import iso_millis
 from bridge.delivery import intake, paypal_api, refunds, story, verified
 from bridge.delivery.http_client import post_conversion, post_refund, verify_ipn
 from bridge.delivery.keys import item_number
@@ -297,14 +297,8 @@ def _retry(
     told = _told(claim, "limit_exceeded" if limited else word, outcome.status, outcome.error)
     finished = worker.ledger.schedule_retry(claim, delay, retried, fields, error, told)
     if finished:
-        notes.update(delay=round(delay, 3), next_attempt_at=_iso(now + delay))
+        notes.update(delay=round(delay, 3), next_attempt_at=iso_millis(now + delay))
     return _applied(finished, word)
-
-
-def _iso(timestamp: float) -> str:
-    """`timestamp` as ISO 8601 UTC with milliseconds, like the log lines' own time."""
-    moment = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
-    return moment.replace("+00:00", "Z")
 
 
 def _applied(finished: bool, word: str) -> str:

@@ -20,11 +20,11 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from celery import Celery
 
-from bridge.redis_client import sentinels_of
+from bridge.redis_client import host_port, sentinels_of, url_auth
 from config import Settings
 
 DELIVER_TASK = "refbridge.deliver"
@@ -72,18 +72,12 @@ def broker_of(settings: Settings) -> Broker:
     if sentinels is None:
         return Broker(url, options)
     parts = urlsplit(url)
-    auth = ""
-    if parts.password:
-        auth = f"{quote(unquote(parts.username or ''), safe='')}:"
-        auth += f"{quote(unquote(parts.password), safe='')}@"
+    username, password = url_auth(url)
+    auth = f"{quote(username or '', safe='')}:{quote(password, safe='')}@" if password else ""
     database = parts.path.strip("/") or "0"
-    addresses = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in sentinels.hosts]
+    addresses = [host_port(h, p) for h, p in sentinels.hosts]
     options["master_name"] = sentinels.master
-    options["sentinel_kwargs"] = {
-        "password": sentinels.password,
-        "socket_connect_timeout": 1,
-        "socket_timeout": 1,
-    }
+    options["sentinel_kwargs"] = sentinels.connection_options
     alternates = ";".join(f"sentinel://{auth}{address}/{database}" for address in addresses)
     tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED} if parts.scheme == "rediss" else None
     return Broker(alternates, options, tls)

@@ -37,7 +37,7 @@ EVENTS_KEPT = 50
 ATTEMPTS_KEPT = 20
 # Longer ids are no provider's (bridge.conversion.MAX_HANDLE_ID_LENGTH).
 _MAX_ID = 255
-_ATTRIBUTION = ("sessionId", "clickId", "affiliateCode", "customerEmailHash")
+ATTRIBUTION = ("sessionId", "clickId", "affiliateCode", "customerEmailHash")
 
 
 def events_key(story: str) -> str:
@@ -132,7 +132,7 @@ def conversion_entry(conversion: Conversion, told: Told, outcome: str) -> dict[s
         conversionType=conversion.conversion_type,
         amount=conversion.amount,
         currency=conversion.currency,
-        attribution={k: payload[k] for k in _ATTRIBUTION if k in payload},
+        attribution={k: payload[k] for k in ATTRIBUTION if k in payload},
     )
     return entry
 

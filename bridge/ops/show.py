@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from bridge.conversion import iso_millis
 from bridge.delivery.intake import PAYPAL_WEBHOOK
 from bridge.delivery.keys import item_number, purged_key
 from bridge.delivery.ledger import Ledger
 from bridge.delivery.story import (
     ATTEMPTS_KEPT,
+    ATTRIBUTION,
     attempts_key,
     events_key,
     id_key,
@@ -23,7 +24,6 @@ from bridge.delivery.story import (
 # event's, a PayPal REST event's, a refund's.
 SEEN_KINDS = ("stripe", PAYPAL_WEBHOOK, "refund")
 STATES = {"pending": "pending", "delivered": "delivered", "dead": "dead_lettered"}
-_ATTRIBUTION = ("sessionId", "clickId", "affiliateCode", "customerEmailHash")
 _MAX_ID = 255
 
 
@@ -136,7 +136,7 @@ def _attribution(payload: dict[str, Any], events: list[dict[str, Any]]) -> dict[
     """The attribution ids sent (or, not sent, found) and where they came from: the event
     itself, or memory (the conversion they were remembered from)."""
     if payload:
-        ids = {k: payload[k] for k in _ATTRIBUTION if k in payload}
+        ids = {k: payload[k] for k in ATTRIBUTION if k in payload}
         metadata = payload.get("metadata")
         remembered = metadata.get("attributedFrom") if isinstance(metadata, dict) else None
     else:
@@ -232,8 +232,7 @@ def _iso(value: object) -> str | None:
         seconds = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    moment = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
-    return moment.replace("+00:00", "Z")
+    return iso_millis(seconds)
 
 
 def render(told: dict[str, Any]) -> str:
@@ -248,7 +247,7 @@ def render(told: dict[str, Any]) -> str:
         )
     attribution = told["attribution"]
     if attribution:
-        ids = [f"{k} {_short(k, v)}" for k, v in attribution.items() if k in _ATTRIBUTION]
+        ids = [f"{k} {_short(k, v)}" for k, v in attribution.items() if k in ATTRIBUTION]
         source = attribution["attributedFrom"]
         source = f"remembered from {source}" if source else "from the event"
         shown = f"{', '.join(ids)} ({source})" if ids else "none"
